@@ -1,0 +1,5 @@
+"""``python -m simulator``: write a landing-zone drop and its ground truth."""
+
+from simulator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,453 @@
+"""Load an extract's new landing files into ``raw.*``, losing nothing.
+
+For each marked file not yet in the ledger: verify the marker (row count, sha256), recognise an
+identical re-extract, read the records, send records that break the contract to
+``ops.quarantine`` with file, row, column and reason, move personal data to the vault, and load
+the rest into ``raw.<system>__<extract>`` with lineage columns, then record the file in
+``ops.load_ledger``. Each file is one transaction: a crash leaves it either fully loaded or not
+at all, and a re-run picks it up again. Files without a marker are recorded as pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from data_contracts import Contract
+from orchestration.ingest import landing as lz
+from orchestration.ingest.pii import derived_columns, redact_sql
+from orchestration.ingest.readers import ROW_NUMBER, Parsed, UnreadableFile, read_file
+from orchestration.ingest.rowchecks import ident, literal, reasons_sql, typed_select
+
+LINEAGE = (
+    ("_extra", "JSON"),
+    ("_source_file", "VARCHAR"),
+    ("_row_number", "BIGINT"),
+    ("_period", "VARCHAR"),
+    ("_loaded_at", "TIMESTAMP"),
+)
+
+OPS_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS raw",
+    "CREATE SCHEMA IF NOT EXISTS ops",
+    """CREATE TABLE IF NOT EXISTS ops.load_ledger (
+        source_file VARCHAR PRIMARY KEY, system VARCHAR, extract VARCHAR, extract_date VARCHAR,
+        reextract_seq INTEGER, period VARCHAR, sha256 VARCHAR, marker_rows BIGINT,
+        rows_read BIGINT, rows_loaded BIGINT, rows_quarantined BIGINT, status VARCHAR,
+        reason VARCHAR, extra_columns VARCHAR[], missing_columns VARCHAR[],
+        duplicate_of VARCHAR, marker_extracted_at VARCHAR, first_seen_at TIMESTAMP,
+        processed_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS ops.quarantine (
+        source_file VARCHAR, row_number BIGINT, line BIGINT, extract VARCHAR,
+        column_name VARCHAR, reason VARCHAR, raw_record VARCHAR, quarantined_at TIMESTAMP)""",
+)
+STATUSES = ("loaded", "duplicate", "rejected", "pending")
+
+
+@dataclass
+class FileOutcome:
+    source_file: str
+    status: str
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    reason: str | None = None
+    extra_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExtractOutcome:
+    extract: str
+    files: list[FileOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def rows_loaded(self) -> int:
+        return sum(f.rows_loaded for f in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files)
+
+
+def ensure_ops(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in OPS_DDL:
+        con.execute(ddl)
+
+
+def ensure_raw_table(con: duckdb.DuckDBPyConnection, contract: Contract) -> None:
+    """Create the raw table from the contract, or add columns a newer contract brought."""
+    cols = [(c.name, c.physical_type) for c in contract.columns if c.pii != "vault"]
+    cols += [(name, dtype) for name, dtype, _sql, _src in derived_columns(contract.columns)]
+    cols += list(LINEAGE)
+    body = ", ".join(f"{ident(n)} {t}" for n, t in cols)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {contract.raw_table} ({body})")
+    existing = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
+            "AND table_name = ?",
+            [contract.name],
+        ).fetchall()
+    }
+    for n, t in cols:
+        if n not in existing:
+            con.execute(f"ALTER TABLE {contract.raw_table} ADD COLUMN {ident(n)} {t}")
+
+
+def _ledger(con: duckdb.DuckDBPyConnection, contract: Contract) -> dict[str, tuple[str, str]]:
+    rows = con.execute(
+        "SELECT source_file, status, sha256 FROM ops.load_ledger WHERE system = ? AND extract = ?",
+        [contract.system, contract.extract],
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    file: lz.LandingFile,
+    *,
+    status: str,
+    marker: lz.Marker | None = None,
+    sha: str | None = None,
+    rows_read: int | None = None,
+    loaded: int = 0,
+    quarantined: int = 0,
+    reason: str | None = None,
+    extra: list[str] | None = None,
+    missing: list[str] | None = None,
+    duplicate_of: str | None = None,
+) -> None:
+    con.execute(
+        """INSERT INTO ops.load_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+               now(), now())
+           ON CONFLICT (source_file) DO UPDATE SET period = excluded.period,
+               sha256 = excluded.sha256, marker_rows = excluded.marker_rows,
+               rows_read = excluded.rows_read, rows_loaded = excluded.rows_loaded,
+               rows_quarantined = excluded.rows_quarantined, status = excluded.status,
+               reason = excluded.reason, extra_columns = excluded.extra_columns,
+               missing_columns = excluded.missing_columns, duplicate_of = excluded.duplicate_of,
+               marker_extracted_at = excluded.marker_extracted_at, processed_at = now()""",
+        [
+            file.relative,
+            contract.system,
+            contract.extract,
+            file.extract_date,
+            file.seq,
+            marker.period if marker else None,
+            sha,
+            marker.rows if marker else None,
+            rows_read,
+            loaded,
+            quarantined,
+            status,
+            reason,
+            extra or [],
+            missing or [],
+            duplicate_of,
+            marker.extracted_at if marker else None,
+        ],
+    )
+
+
+def ingest_extract(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    contract: Contract,
+    log: Callable[[str], None] = lambda _m: None,
+) -> ExtractOutcome:
+    """Load every new marked file of one extract; return what happened to each file."""
+    ensure_ops(con)
+    ensure_raw_table(con, contract)
+    outcome = ExtractOutcome(contract.name)
+    known = _ledger(con, contract)
+    loaded_by_sha = {sha: path for path, (status, sha) in known.items() if status == "loaded"}
+    for file in lz.list_files(landing, contract):
+        status = known.get(file.relative, (None, None))[0]
+        if status == "rejected":  # recorded before a crash, not yet moved aside
+            lz.move_aside(landing, file, "rejected earlier; see ops.load_ledger")
+            continue
+        if status in ("loaded", "duplicate"):
+            continue
+        if not file.is_marked:
+            if status is None:
+                _record(
+                    con,
+                    contract,
+                    file,
+                    status="pending",
+                    reason="no .ok marker yet: the file may still be being written",
+                )
+                outcome.files.append(FileOutcome(file.relative, "pending"))
+            continue
+        result = _ingest_file(con, landing, contract, file, loaded_by_sha, log)
+        outcome.files.append(result)
+    return outcome
+
+
+def _reject(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    contract: Contract,
+    file: lz.LandingFile,
+    reason: str,
+    log: Callable[[str], None],
+    marker: lz.Marker | None = None,
+    sha: str | None = None,
+) -> FileOutcome:
+    _record(con, contract, file, status="rejected", marker=marker, sha=sha, reason=reason)
+    lz.move_aside(landing, file, reason)
+    log(f"rejected {file.relative}: {reason}")
+    return FileOutcome(file.relative, "rejected", reason=reason)
+
+
+def _ingest_file(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    contract: Contract,
+    file: lz.LandingFile,
+    loaded_by_sha: dict[str, str],
+    log: Callable[[str], None],
+) -> FileOutcome:
+    try:
+        marker = lz.read_marker(file)
+    except lz.MarkerError as exc:
+        return _reject(con, landing, contract, file, str(exc), log)
+    sha = lz.sha256_of(file.path)
+    if sha != marker.sha256:
+        return _reject(
+            con,
+            landing,
+            contract,
+            file,
+            f"sha256 {sha} differs from the marker's "
+            f"{marker.sha256}: the file is incomplete or altered",
+            log,
+            marker,
+            sha,
+        )
+    if sha in loaded_by_sha:
+        original = loaded_by_sha[sha]
+        _record(
+            con,
+            contract,
+            file,
+            status="duplicate",
+            marker=marker,
+            sha=sha,
+            reason=f"identical to {original}, already loaded",
+            duplicate_of=original,
+        )
+        log(f"duplicate {file.relative} = {original}")
+        return FileOutcome(file.relative, "duplicate", reason=f"identical to {original}")
+    try:
+        parsed = read_file(file.path, contract)
+    except UnreadableFile as exc:
+        return _reject(con, landing, contract, file, f"{file.relative}: {exc}", log, marker, sha)
+    if parsed.records != marker.rows:
+        return _reject(
+            con,
+            landing,
+            contract,
+            file,
+            f"the file holds {parsed.records} data rows, the marker says {marker.rows}",
+            log,
+            marker,
+            sha,
+        )
+    present = set(parsed.columns)
+    missing_required = [c for c in contract.required_columns if c not in present]
+    if missing_required:
+        return _reject(
+            con,
+            landing,
+            contract,
+            file,
+            f"required column(s) {missing_required} missing from the header",
+            log,
+            marker,
+            sha,
+        )
+    extra = [c for c in parsed.columns if c not in set(contract.column_names)]
+    missing = [c for c in contract.column_names if c not in present]
+    try:
+        loaded, quarantined = _load_records(con, contract, file, parsed, marker, extra)
+    except duckdb.Error as exc:
+        return _reject(con, landing, contract, file, f"cannot be loaded: {exc}", log, marker, sha)
+    _record(
+        con,
+        contract,
+        file,
+        status="loaded",
+        marker=marker,
+        sha=sha,
+        rows_read=parsed.records,
+        loaded=loaded,
+        quarantined=quarantined,
+        reason=(f"extra column(s) {extra} kept in _extra" if extra else None),
+        extra=extra,
+        missing=missing,
+    )
+    loaded_by_sha[sha] = file.relative
+    if extra:
+        log(f"{file.relative}: extra column(s) {extra} tolerated and kept in _extra")
+    return FileOutcome(file.relative, "loaded", loaded, quarantined, extra_columns=extra)
+
+
+def _load_records(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    file: lz.LandingFile,
+    parsed: Parsed,
+    marker: lz.Marker,
+    extra: list[str],
+) -> tuple[int, int]:
+    """Stage the records, check them, and write vault, raw and quarantine rows."""
+    if parsed.table is not None:
+        con.register("_landing_arrow", parsed.table)
+        source = "_landing_arrow"
+    else:
+        source = (
+            f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ROW_NUMBER} "
+            f"FROM read_parquet({literal(str(parsed.parquet_path))}, file_row_number = true))"
+        )
+    present = set(parsed.columns)
+    vaulted = [c.name for c in contract.columns if c.pii == "vault" and c.name in present]
+    redacted = [c.name for c in contract.columns if c.pii == "redact" and c.name in present]
+    # The quarantine keeps the record as text, with personal values replaced by a marker.
+    shown = ", ".join(
+        f"{literal(c)}, "
+        + (
+            f"CASE WHEN {ident(c)} IS NULL THEN NULL ELSE '<pii:vault>' END"
+            if c in vaulted
+            else ident(c)
+        )
+        for c in parsed.columns
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _staged AS
+            SELECT *, {reasons_sql(contract, present)} AS _reasons,
+                   CAST(json_object({shown}) AS VARCHAR) AS _record
+            FROM {source}"""
+    )
+    if parsed.table is not None:
+        con.unregister("_landing_arrow")
+    if vaulted or redacted:
+        _to_vault(con, contract, file, parsed, marker, vaulted, redacted)
+
+    selects = [
+        f"{redact_sql(n)} AS {ident(n)}" if n in redacted else sql
+        for n, sql in typed_select(contract, present)
+    ]
+    selects += [
+        f"{sql if source_col in present else 'NULL'}::{dtype} AS {ident(name)}"
+        for name, dtype, sql, source_col in derived_columns(contract.columns)
+    ]
+    extra_json = (
+        f"CAST(json_object({', '.join(f'{literal(c)}, {ident(c)}' for c in extra)}) AS JSON)"
+        if extra
+        else "CAST(NULL AS JSON)"
+    )
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        # Idempotent: a re-run after a crash replaces whatever an earlier attempt left.
+        con.execute(f"DELETE FROM {contract.raw_table} WHERE _source_file = ?", [file.relative])
+        con.execute("DELETE FROM ops.quarantine WHERE source_file = ?", [file.relative])
+        con.execute(
+            f"""INSERT INTO {contract.raw_table} BY NAME
+                SELECT {", ".join(selects)}, {extra_json} AS _extra,
+                       {literal(file.relative)} AS _source_file, {ROW_NUMBER} AS _row_number,
+                       {literal(marker.period)} AS _period, ?::TIMESTAMP AS _loaded_at
+                FROM _staged WHERE len(_reasons) = 0""",
+            [now],
+        )
+        con.execute(
+            f"""INSERT INTO ops.quarantine
+                SELECT {literal(file.relative)}, {ROW_NUMBER}, NULL, {literal(contract.name)},
+                       array_to_string(list_transform(_reasons, r -> split_part(r, ':', 1)), ', '),
+                       array_to_string(_reasons, '; '), _record, ?::TIMESTAMP
+                FROM _staged WHERE len(_reasons) > 0""",
+            [now],
+        )
+        if parsed.bad:
+            con.executemany(
+                "INSERT INTO ops.quarantine VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
+                [
+                    [
+                        file.relative,
+                        b.row_number,
+                        b.line,
+                        contract.name,
+                        b.reason,
+                        "<pii:vault>" if vaulted else b.raw,
+                        now,
+                    ]
+                    for b in parsed.bad
+                ],
+            )
+        loaded = con.execute(
+            f"SELECT count(*) FROM {contract.raw_table} WHERE _source_file = ?", [file.relative]
+        ).fetchone()[0]
+        quarantined = con.execute(
+            "SELECT count(*) FROM ops.quarantine WHERE source_file = ?", [file.relative]
+        ).fetchone()[0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return loaded, quarantined
+
+
+def _to_vault(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    file: lz.LandingFile,
+    parsed: Parsed,
+    marker: lz.Marker,
+    vaulted: list[str],
+    redacted: list[str],
+) -> None:
+    """Personal data to the vault: latest value per account, quarantined records, raw text."""
+    src = literal(file.relative)
+    if vaulted:
+        key = ident(contract.business_key[0])
+        pairs = ", ".join(
+            f"{{'name': {literal(c)}, 'value': CAST({ident(c)} AS VARCHAR)}}" for c in vaulted
+        )
+        con.execute(
+            f"""INSERT INTO vault.customer_pii
+                SELECT DISTINCT ON (k, c.name) k, c.name, c.value, {literal(marker.period)}, {src},
+                       {ROW_NUMBER}
+                FROM (SELECT trim(CAST({key} AS VARCHAR)) AS k, {ROW_NUMBER},
+                             unnest([{pairs}]) AS c
+                      FROM _staged WHERE len(_reasons) = 0 AND {key} IS NOT NULL)
+                ORDER BY k, c.name, {ROW_NUMBER} DESC
+                ON CONFLICT (cons_no, column_name) DO UPDATE SET value = excluded.value,
+                    period = excluded.period, source_file = excluded.source_file,
+                    row_number = excluded.row_number
+                WHERE excluded.period >= customer_pii.period"""
+        )
+        full = ", ".join(f"{literal(c)}, {ident(c)}" for c in parsed.columns)
+        con.execute(
+            f"""INSERT OR REPLACE INTO vault.quarantined_records
+                SELECT {src}, {ROW_NUMBER}, CAST(json_object({full}) AS VARCHAR)
+                FROM _staged WHERE len(_reasons) > 0"""
+        )
+        if parsed.bad:
+            con.executemany(
+                "INSERT OR REPLACE INTO vault.quarantined_records VALUES (?, ?, ?)",
+                [[file.relative, b.row_number, b.raw] for b in parsed.bad],
+            )
+    for col in redacted:
+        con.execute(
+            f"""INSERT OR REPLACE INTO vault.pii_text
+                SELECT {src}, {ROW_NUMBER}, {literal(col)}, {ident(col)} FROM _staged
+                WHERE {ident(col)} IS NOT NULL AND {ident(col)} <> {redact_sql(col)}"""
+        )

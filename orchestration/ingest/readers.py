@@ -1,0 +1,161 @@
+"""Read one landing file into columns of text, with every record accounted for.
+
+A reader returns the records it could split into fields (as a pyarrow table of strings, or a
+DuckDB-readable Parquet path) and the records it could not, each with its row number, line and
+reason. A file that cannot be read at all (undecodable bytes, broken Parquet, unterminated quote)
+raises :class:`UnreadableFile` with the place and the cause.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_contracts import Contract
+
+ROW_NUMBER = "_row_number"
+
+
+class UnreadableFile(ValueError):
+    """The file as a whole cannot be read; it is rejected with this reason."""
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    row_number: int  # 1-based position among the file's data records
+    line: int  # line of the file where the record starts
+    reason: str
+    raw: str
+
+
+@dataclass
+class Parsed:
+    columns: list[str]  # source column names, in file order
+    table: pa.Table | None = None  # text formats: strings, plus _row_number
+    parquet_path: Path | None = None  # Parquet: read in place by DuckDB
+    records: int = 0  # data records found, good and bad
+    bad: list[BadRecord] = field(default_factory=list)
+
+
+def _decode(path: Path, data: bytes, encoding: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnreadableFile(
+            f"bytes {data[exc.start : exc.end]!r} at offset {exc.start} (line {line}) are not "
+            f"valid {encoding}: the file is unreadable"
+        ) from exc
+
+
+def read_csv(path: Path, contract: Contract) -> Parsed:
+    text = _decode(path, path.read_bytes(), contract.encoding or "utf-8")
+    nulls = set(contract.null_values)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=contract.delimiter or ",",
+        quotechar=contract.quote or '"',
+        strict=True,
+    )
+    try:
+        header = next(reader)
+    except StopIteration as exc:
+        raise UnreadableFile("the file is empty: no header row") from exc
+    except csv.Error as exc:
+        raise UnreadableFile(f"header row cannot be parsed: {exc}") from exc
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        raise UnreadableFile(f"header repeats a column name: {header}")
+    width = len(header)
+    values: list[list[str | None]] = [[] for _ in range(width)]
+    row_numbers: list[int] = []
+    bad: list[BadRecord] = []
+    records = 0
+    start_line = reader.line_num + 1
+    try:
+        for record in reader:
+            records += 1
+            if len(record) != width:
+                bad.append(
+                    BadRecord(
+                        records,
+                        start_line,
+                        f"record has {len(record)} fields, the header has {width}",
+                        (contract.delimiter or ",").join(record),
+                    )
+                )
+            else:
+                for i, v in enumerate(record):
+                    values[i].append(None if v in nulls else v)
+                row_numbers.append(records)
+            start_line = reader.line_num + 1
+    except csv.Error as exc:
+        raise UnreadableFile(f"line {reader.line_num}: {exc} (file truncated?)") from exc
+    arrays = {h: pa.array(v, pa.string()) for h, v in zip(header, values, strict=True)}
+    arrays[ROW_NUMBER] = pa.array(row_numbers, pa.int64())
+    return Parsed(columns=header, table=pa.table(arrays), records=records, bad=bad)
+
+
+def read_jsonl(path: Path, contract: Contract) -> Parsed:
+    text = _decode(path, path.read_bytes(), contract.encoding or "utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last record
+    columns: list[str] = []
+    seen: set[str] = set()
+    rows: list[dict] = []
+    row_numbers: list[int] = []
+    bad: list[BadRecord] = []
+    for n, line in enumerate(lines, start=1):
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append(BadRecord(n, n, f"not valid JSON: {exc.msg} at column {exc.colno}", line))
+            continue
+        if not isinstance(doc, dict):
+            bad.append(BadRecord(n, n, "a JSON line must hold an object", line))
+            continue
+        for k in doc:
+            if k not in seen:
+                seen.add(k)
+                columns.append(k)
+        rows.append(doc)
+        row_numbers.append(n)
+
+    def text_of(v: object) -> str | None:
+        if v is None:
+            return None
+        if isinstance(v, str):
+            return v
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return json.dumps(v, ensure_ascii=False)
+
+    arrays = {c: pa.array([text_of(r.get(c)) for r in rows], pa.string()) for c in columns}
+    arrays[ROW_NUMBER] = pa.array(row_numbers, pa.int64())
+    return Parsed(columns=columns, table=pa.table(arrays), records=len(lines), bad=bad)
+
+
+def read_parquet(path: Path, contract: Contract) -> Parsed:
+    try:
+        meta = pq.ParquetFile(path).metadata
+        columns = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        records = meta.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise UnreadableFile(f"not a readable Parquet file: {exc}") from exc
+    return Parsed(columns=columns, parquet_path=path, records=records)
+
+
+READERS = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet}
+
+
+def read_file(path: Path, contract: Contract) -> Parsed:
+    return READERS[contract.file_format](path, contract)

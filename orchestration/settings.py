@@ -1,0 +1,58 @@
+"""Configuration from the environment with safe local defaults, read at run time, not import."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+DEFAULTS = {
+    "LANDING_DIR": "data/landing",
+    "WAREHOUSE_PATH": "data/warehouse.duckdb",
+    "PUBLISH_DIR": "data/publish",
+    "PII_VAULT_PATH": "data/pii_vault.duckdb",
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting that is missing or wrong, named."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    landing_dir: Path
+    warehouse_path: Path
+    publish_dir: Path
+    pii_vault_path: Path
+    pii_key: str | None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+
+        def get(name: str) -> str:
+            return env.get(name) or DEFAULTS[name]
+
+        return cls(
+            landing_dir=Path(get("LANDING_DIR")),
+            warehouse_path=Path(get("WAREHOUSE_PATH")),
+            publish_dir=Path(get("PUBLISH_DIR")),
+            pii_vault_path=Path(get("PII_VAULT_PATH")),
+            pii_key=env.get("PII_KEY") or None,
+        )
+
+    def require_pii_key(self) -> str:
+        if not self.pii_key:
+            raise ConfigError(
+                "PII_KEY is not set: the personal-data vault is encrypted with it. Set PII_KEY "
+                "in the environment (make demo/run/ui create a local one in data/.pii_key)."
+            )
+        return self.pii_key
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A connection to the warehouse file (created with its folder on first use)."""
+        if not read_only:
+            self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(str(self.warehouse_path), read_only=read_only)

@@ -1,0 +1,76 @@
+# finegrid — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+ACCOUNTS ?= 2000
+MONTHS ?= 24
+END ?= 202510
+SEED ?= 42
+
+export LANDING_DIR ?= data/landing
+export WAREHOUSE_PATH ?= data/warehouse.duckdb
+export PUBLISH_DIR ?= data/publish
+export PII_VAULT_PATH ?= data/pii_vault.duckdb
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+TRUTH_DIR ?= data/truth
+KEY_FILE := data/.pii_key
+# PII_KEY from the environment, else a local key made once (with a warning) for demos.
+WITH_KEY = PII_KEY="$${PII_KEY:-$$(cat $(KEY_FILE))}"
+
+.PHONY: demo run test ui setup simulate lint format bench-simulator clean key
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+key:
+	@mkdir -p data $(DAGSTER_HOME)
+	@if [ -z "$$PII_KEY" ] && [ ! -s $(KEY_FILE) ]; then \
+	  $(PY) -c "import secrets; print(secrets.token_hex(32))" > $(KEY_FILE); chmod 600 $(KEY_FILE); \
+	  echo "WARNING: PII_KEY is not set; created a local demo key in $(KEY_FILE)." \
+	       "Set PII_KEY in the environment for real data." >&2; fi
+
+simulate: setup
+	$(PY) -m simulator --accounts $(ACCOUNTS) --months $(MONTHS) --end $(END) --seed $(SEED) \
+	  --out $(LANDING_DIR) --truth $(TRUTH_DIR) --force
+
+## demo: set up, simulate the default drop (ACCOUNTS × MONTHS), run the whole pipeline, summarise
+demo: setup key
+	rm -f $(WAREHOUSE_PATH) $(WAREHOUSE_PATH).wal $(PII_VAULT_PATH) $(PII_VAULT_PATH).wal
+	$(MAKE) --no-print-directory simulate
+	$(WITH_KEY) $(PY) -m orchestration run 2>data/pipeline.log || (tail -30 data/pipeline.log; exit 1)
+	@echo "Dagster log: data/pipeline.log · look around: make ui · query: duckdb $(WAREHOUSE_PATH)"
+
+## run: the pipeline alone, on whatever LANDING_DIR holds
+run: setup key
+	$(WITH_KEY) $(PY) -m orchestration run
+
+## test: set up, then the whole suite
+test: setup
+	$(PY) -m pytest -q -n 2
+
+## ui: the Dagster UI on http://127.0.0.1:3000
+ui: setup key
+	$(WITH_KEY) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## bench-simulator: time the simulator on BENCH_ACCOUNTS × 24 months
+bench-simulator: setup
+	$(PY) bench/simulator.py --accounts $${BENCH_ACCOUNTS:-100000}
+
+clean:
+	rm -rf data .dagster_home

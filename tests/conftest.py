@@ -1,0 +1,95 @@
+"""Shared fixtures: one small simulated drop with every defect, ingested once per session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from data_contracts import load_contracts
+from orchestration.ingest.loader import ExtractOutcome, ingest_extract
+from orchestration.ingest.pii import attach_vault
+from simulator.cli import simulate
+from simulator.defects import DefectRates
+
+PII_KEY = "test-key-0123456789abcdef"
+
+
+@dataclass
+class Drop:
+    landing: Path
+    truth: Path
+    defects: dict
+
+    def files_with(self, defect: str) -> list[str]:
+        return [f["path"] for f in self.defects["files"] if f["defect"] == defect]
+
+
+@dataclass
+class Ingested:
+    drop: Drop
+    landing: Path  # a copy: ingestion moves rejected files aside
+    warehouse: Path
+    vault: Path
+    outcomes: dict[str, ExtractOutcome]
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.warehouse), read_only=True)
+
+
+def make_drop(
+    root: Path,
+    accounts: int = 150,
+    months: int = 3,
+    seed: int = 7,
+    rates: DefectRates | None = None,
+) -> Drop:
+    landing, truth = root / "landing", root / "truth"
+    simulate(accounts, months, 202510, seed, landing, truth, rates or DefectRates())
+    return Drop(landing, truth, json.loads((truth / "defects.json").read_text("utf-8")))
+
+
+def ingest_all(landing: Path, warehouse: Path, vault: Path) -> dict[str, ExtractOutcome]:
+    con = duckdb.connect(str(warehouse))
+    try:
+        attach_vault(con, vault, PII_KEY)
+        return {name: ingest_extract(con, landing, c) for name, c in load_contracts().items()}
+    finally:
+        con.close()
+
+
+# Rare row-level defects raised so that a drop of 150 accounts × 3 months holds each of them.
+TEST_RATES = DefectRates().with_overrides(
+    {
+        "correction_bill": 0.03,
+        "reversal": 0.02,
+        "meter_change": 0.02,
+        "spike": 0.002,
+        "tou_mismatch": 0.03,
+        "order_disorder": 0.05,
+        "bad_value": 0.003,
+        "duplicate_row": 0.005,
+        "late_duplicate": 0.02,
+        "orphan": 0.005,
+        "rollover": 0.3,
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def drop(tmp_path_factory: pytest.TempPathFactory) -> Drop:
+    return make_drop(tmp_path_factory.mktemp("drop"), rates=TEST_RATES)
+
+
+@pytest.fixture(scope="session")
+def ingested(drop: Drop, tmp_path_factory: pytest.TempPathFactory) -> Ingested:
+    root = tmp_path_factory.mktemp("ingested")
+    landing = root / "landing"
+    shutil.copytree(drop.landing, landing)
+    warehouse, vault = root / "warehouse.duckdb", root / "vault.duckdb"
+    outcomes = ingest_all(landing, warehouse, vault)
+    return Ingested(drop, landing, warehouse, vault, outcomes)

@@ -1,0 +1,301 @@
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from data_contracts import load_contracts
+from orchestration.ingest import landing as lz
+from orchestration.ingest.readers import UnreadableFile, read_csv
+from orchestration.ingest.reconcile import ledger_problems, unaccounted_files
+from tests.conftest import PII_KEY, ingest_all
+
+CONTRACTS = load_contracts()
+
+
+def _ledger(ing, path: str) -> tuple:
+    with ing.connect() as con:
+        return con.execute(
+            "SELECT status, reason, rows_loaded, extra_columns, duplicate_of "
+            "FROM ops.load_ledger WHERE source_file = ?",
+            [path],
+        ).fetchone()
+
+
+def test_every_row_of_every_marked_file_is_accounted_for(ingested):
+    with ingested.connect() as con:
+        for c in CONTRACTS.values():
+            assert ledger_problems(con, c) == [], c.name
+            assert unaccounted_files(con, ingested.landing, c) == [], c.name
+        unexplained = con.execute(
+            "SELECT sum(marker_rows - rows_loaded - rows_quarantined) "
+            "FROM ops.load_ledger WHERE status = 'loaded'"
+        ).fetchone()[0]
+        loaded = con.execute(
+            "SELECT count(*) FROM ops.load_ledger WHERE status = 'loaded'"
+        ).fetchone()[0]
+    assert unexplained == 0 and loaded > 20
+
+
+@pytest.mark.parametrize(
+    "defect, words",
+    [
+        ("marker_rows", "data rows, the marker says"),
+        ("marker_checksum", "differs from the marker"),
+        ("truncated", "differs from the marker"),
+        ("bad_encoding", "are not valid gbk"),
+        ("broken_parquet", "not a readable Parquet file"),
+        ("missing_column", "required column(s)"),
+    ],
+)
+def test_bad_files_are_rejected_whole_with_reason_and_moved_aside(ingested, defect, words):
+    paths = ingested.drop.files_with(defect)
+    assert paths, f"the drop has no {defect} file"
+    for path in paths:
+        status, reason, loaded, _extra, _dup = _ledger(ingested, path)
+        assert status == "rejected" and words in reason and loaded == 0
+        assert not (ingested.landing / path).exists()
+        moved = ingested.landing / lz.REJECTED_DIR / path
+        assert moved.exists() and words in Path(f"{moved}.reason.txt").read_text()
+        with ingested.connect() as con:
+            extract = CONTRACTS[path.split("/")[0] + "__" + path.split("/")[1]]
+            n = con.execute(
+                f"SELECT count(*) FROM {extract.raw_table} WHERE _source_file = ?", [path]
+            ).fetchone()[0]
+        assert n == 0
+
+
+def test_unmarked_files_are_left_unread_as_pending(ingested):
+    for path in ingested.drop.files_with("unmarked"):
+        status, reason, loaded, *_ = _ledger(ingested, path)
+        assert (status, loaded) == ("pending", 0) and "marker" in reason
+        assert (ingested.landing / path).exists()
+
+
+def test_identical_re_extract_is_recorded_as_duplicate_not_loaded_again(ingested):
+    pairs = [
+        (f["path"], f["of"]) for f in ingested.drop.defects["files"] if f["defect"] == "reextract"
+    ]
+    assert pairs
+    for again, original in pairs:
+        first = _ledger(ingested, original)
+        status, _reason, loaded, _extra, dup = _ledger(ingested, again)
+        if first[0] == "loaded":
+            assert (status, loaded, dup) == ("duplicate", 0, original)
+        else:  # the original was rejected, so is its identical copy
+            assert status == "rejected"
+
+
+def test_extra_columns_are_tolerated_reported_and_kept(ingested):
+    for path in ingested.drop.files_with("extra_column"):
+        status, reason, loaded, extra, _ = _ledger(ingested, path)
+        if status != "loaded":
+            continue  # the same file may also carry a destructive defect
+        assert extra == ["DATA_SRC_FLAG"] and loaded > 0 and "DATA_SRC_FLAG" in reason
+        c = CONTRACTS["__".join(path.split("/")[:2])]
+        with ingested.connect() as con:
+            kept = con.execute(
+                f"SELECT any_value(_extra->>'DATA_SRC_FLAG') FROM {c.raw_table} "
+                "WHERE _source_file = ?",
+                [path],
+            ).fetchone()[0]
+        assert kept == "SRC-A"
+
+
+def test_bad_values_are_quarantined_with_file_row_column_and_reason(ingested):
+    expected = sum(
+        v for k, v in ingested.drop.defects["rows"].items() if k.startswith("bad_value:")
+    )
+    with ingested.connect() as con:
+        rows = con.execute(
+            "SELECT source_file, row_number, column_name, reason, raw_record FROM ops.quarantine"
+        ).fetchall()
+    assert expected > 0
+    # Bad values in files that were rejected whole are not row-quarantined.
+    assert 0 < len(rows) <= expected
+    for source_file, row_number, column, reason, record in rows:
+        assert source_file and row_number >= 1 and column and column in reason
+        assert record.startswith("{")
+
+
+def test_source_quirks_are_loaded_not_quarantined(ingested):
+    with ingested.connect() as con:
+        hb = con.execute(
+            "SELECT count(*) FROM raw.crm__work_order WHERE cons_no LIKE 'HB%'"
+        ).fetchone()[0]
+        short = con.execute(
+            "SELECT count(*) FROM raw.fin__payment WHERE length(CONS_NO) < 10"
+        ).fetchone()[0]
+        reversal = con.execute(
+            "SELECT count(*) FROM raw.fin__payment WHERE REV_FLAG = '1' "
+            "AND PAY_AMT < 0 AND ORIG_PAY_SN IS NOT NULL"
+        ).fetchone()[0]
+        corrections = con.execute(
+            "SELECT count(*) FROM raw.mkt__monthly_bill WHERE BILL_FLAG = 'C'"
+        ).fetchone()[0]
+        nulls = con.execute(
+            "SELECT count(*) FROM raw.mkt__cons_archive WHERE CANCEL_DATE IS NULL"
+        ).fetchone()[0]
+        tokens = con.execute(
+            "SELECT count(*) FROM raw.mkt__cons_archive WHERE CANCEL_DATE IN ('NULL', '\\N')"
+        ).fetchone()[0]
+    assert hb > 0 and short > 0 and reversal > 0 and corrections > 0
+    assert nulls > 0 and tokens == 0  # empty, NULL and \N all read as null
+
+
+def test_duplicate_rows_are_kept_with_their_lineage(ingested):
+    with ingested.connect() as con:
+        dup = con.execute("""SELECT count(*) FROM (SELECT PAY_SN FROM raw.fin__payment
+                             GROUP BY 1 HAVING count(*) > 1)""").fetchone()[0]
+        lineage = con.execute(
+            "SELECT count(*) FROM raw.fin__payment WHERE _source_file IS NULL "
+            "OR _row_number IS NULL OR _loaded_at IS NULL OR _period IS NULL"
+        ).fetchone()[0]
+    assert dup > 0 and lineage == 0
+
+
+def test_personal_data_never_reaches_the_warehouse(ingested, drop):
+    names, values = [], set()
+    c = CONTRACTS["mkt__cons_archive"]
+    for f in sorted((drop.landing / c.folder).glob("*.csv")):
+        try:
+            frame = pl.read_csv(f.read_bytes().decode("gbk").encode(), infer_schema=False)
+        except UnicodeDecodeError:
+            continue
+        for col in ("CONS_NAME", "ADDR", "MOBILE", "CERT_NO"):
+            values |= {v.strip() for v in frame[col].drop_nulls() if len(v.strip()) >= 4}
+        names = frame["CONS_NAME"].drop_nulls().to_list()
+    assert len(values) > 300 and names
+    with ingested.connect() as con:
+        con.execute("CREATE TEMP TABLE pii(v VARCHAR)")
+        con.executemany("INSERT INTO pii VALUES (?)", [[v] for v in values])
+        columns = con.execute(
+            """SELECT table_schema, table_name, column_name FROM information_schema.columns
+               WHERE data_type IN ('VARCHAR', 'JSON') AND table_schema IN ('raw', 'ops')"""
+        ).fetchall()
+        leaks = {}
+        for schema, table, column in columns:
+            n = con.execute(
+                f"SELECT count(*) FROM {schema}.{table} t WHERE EXISTS "
+                f'(SELECT 1 FROM pii WHERE contains(CAST(t."{column}" AS VARCHAR), pii.v))'
+            ).fetchone()[0]
+            if n:
+                leaks[f"{schema}.{table}.{column}"] = n
+        birth = con.execute(
+            "SELECT count(BIRTH_YEAR), count(*) FILTER (HAS_MOBILE) FROM raw.mkt__cons_archive"
+        ).fetchone()
+    assert leaks == {}
+    assert birth[0] > 0 and birth[1] > 0
+
+
+def test_free_text_is_redacted_and_kept_in_the_vault(ingested):
+    with ingested.connect() as con:
+        left = con.execute(
+            "SELECT count(*) FROM raw.crm__work_order WHERE "
+            "regexp_matches(content, '1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}')"
+        ).fetchone()[0]
+        masked = con.execute(
+            "SELECT count(*) FROM raw.crm__work_order WHERE content LIKE '%已脱敏%'"
+        ).fetchone()[0]
+    assert left == 0 and masked > 0
+
+
+def test_the_vault_opens_only_with_its_key(ingested):
+    from orchestration.ingest.pii import attach_vault
+
+    con = duckdb.connect()
+    with pytest.raises(duckdb.Error):
+        con.execute(f"ATTACH '{ingested.vault}' AS v")
+    with pytest.raises(duckdb.Error):
+        attach_vault(con, ingested.vault, "not-the-key")
+    con.close()
+    con = duckdb.connect()
+    attach_vault(con, ingested.vault, PII_KEY)
+    assert con.execute("SELECT count(DISTINCT cons_no) FROM vault.customer_pii").fetchone()[0] > 100
+    assert con.execute("SELECT count(*) FROM vault.pii_text").fetchone()[0] > 0
+
+
+def test_a_second_run_loads_nothing_twice(ingested, tmp_path):
+    root = tmp_path / "again"
+    shutil.copytree(ingested.landing, root / "landing")
+    shutil.copy(ingested.warehouse, root / "w.duckdb")
+    shutil.copy(ingested.vault, root / "v.duckdb")
+    outcomes = ingest_all(root / "landing", root / "w.duckdb", root / "v.duckdb")
+    assert all(o.files == [] for o in outcomes.values())
+    with duckdb.connect(str(root / "w.duckdb"), read_only=True) as a, ingested.connect() as b:
+        q = "SELECT count(*) FROM raw.ami__daily_reading"
+        assert a.execute(q).fetchone() == b.execute(q).fetchone()
+
+
+def test_a_file_marked_later_is_loaded_then(ingested, tmp_path):
+    root = tmp_path / "late"
+    shutil.copytree(ingested.landing, root / "landing")
+    shutil.copy(ingested.warehouse, root / "w.duckdb")
+    shutil.copy(ingested.vault, root / "v.duckdb")
+    path = ingested.drop.files_with("unmarked")[0]
+    data = (root / "landing" / path).read_bytes()
+    contract = CONTRACTS["__".join(path.split("/")[:2])]
+    from orchestration.ingest.readers import read_file
+
+    rows = read_file(root / "landing" / path, contract).records
+    import hashlib
+    import json
+
+    Path(f"{root / 'landing' / path}.ok").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "extracted_at": "",
+                "period": "202510",
+            }
+        )
+    )
+    ingest_all(root / "landing", root / "w.duckdb", root / "v.duckdb")
+    with duckdb.connect(str(root / "w.duckdb"), read_only=True) as con:
+        status, loaded = con.execute(
+            "SELECT status, rows_loaded FROM ops.load_ledger WHERE source_file = ?", [path]
+        ).fetchone()
+        assert ledger_problems(con, contract) == []
+    assert status == "loaded" and loaded > 0
+
+
+# --- readers and markers on hand-made files ------------------------------------------------
+
+
+def test_csv_records_with_the_wrong_field_count_are_bad_records_with_their_line(tmp_path):
+    f = tmp_path / "outage_20250101.csv"
+    f.write_text(
+        "OUTAGE_ID,TG_ID,START_TIME,END_TIME,OUTAGE_TYPE,CAUSE\n"
+        'T1,TG1,2025-01-01 00:00:00,,故障,"tree\nfell"\nT2,TG1\n'
+    )
+    parsed = read_csv(f, CONTRACTS["om__outage"])
+    assert parsed.records == 2 and parsed.table.num_rows == 1
+    assert parsed.bad[0].row_number == 2 and parsed.bad[0].line == 4
+    assert "2 fields" in parsed.bad[0].reason
+
+
+def test_an_unterminated_quote_makes_the_file_unreadable(tmp_path):
+    f = tmp_path / "outage_20250101.csv"
+    f.write_text('OUTAGE_ID,TG_ID,START_TIME,END_TIME,OUTAGE_TYPE,CAUSE\nT1,TG1,x,,故障,"cut')
+    with pytest.raises(UnreadableFile):
+        read_csv(f, CONTRACTS["om__outage"])
+
+
+@pytest.mark.parametrize(
+    "marker, field",
+    [
+        ('{"rows": -1, "sha256": "' + "a" * 64 + '", "period": "202501"}', "rows"),
+        ('{"rows": 1, "sha256": "xyz", "period": "202501"}', "sha256"),
+        ('{"rows": 1, "sha256": "' + "a" * 64 + '", "period": "2025-01"}', "period"),
+        ("not json", "JSON"),
+    ],
+)
+def test_a_bad_marker_names_the_field(tmp_path, marker, field):
+    f = tmp_path / "outage_20250101.csv"
+    f.write_text("x")
+    Path(f"{f}.ok").write_text(marker)
+    file = lz.LandingFile(f, "om/outage/outage_20250101.csv", "20250101", 0)
+    with pytest.raises(lz.MarkerError, match=field):
+        lz.read_marker(file)

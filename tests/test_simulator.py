@@ -1,0 +1,117 @@
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from data_contracts import load_contracts
+from simulator.archetypes import SEGMENTS
+from simulator.cli import main, parse_args
+from simulator.defects import FILE_DEFECTS, DefectRates
+from tests.conftest import make_drop
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    a = make_drop(tmp_path / "a", accounts=60, months=2, seed=3)
+    b = make_drop(tmp_path / "b", accounts=60, months=2, seed=3)
+    c = make_drop(tmp_path / "c", accounts=60, months=2, seed=4)
+    assert _digest(a.landing) == _digest(b.landing)
+    assert _digest(a.truth) == _digest(b.truth)
+    assert _digest(a.landing) != _digest(c.landing)
+
+
+def test_every_defect_is_injected_by_default(drop):
+    assert all(getattr(DefectRates(), n) > 0 for n in DefectRates.names())  # the defaults
+    injected = {f["defect"] for f in drop.defects["files"]}
+    assert injected == set(FILE_DEFECTS)
+    rows = drop.defects["rows"]
+    for kind in (
+        "meter_change",
+        "missing_day",
+        "correction_bill",
+        "reversal",
+        "cons_no_hb",
+        "compact_pay_time",
+        "utc_z",
+        "order_disorder",
+        "tou_mismatch",
+        "spike",
+        "rollover",
+    ):
+        assert rows.get(kind, 0) > 0, kind
+    assert any(k.startswith("duplicate_row:") for k in rows)
+    assert any(k.startswith("orphan:") for k in rows)
+
+
+def test_every_extract_is_written_with_a_marker_in_its_format(drop):
+    contracts = load_contracts()
+    broken = {f["path"] for f in drop.defects["files"] if f["defect"] != "extra_column"}
+    for name, c in contracts.items():
+        files = sorted((drop.landing / c.folder).glob(f"*.{c.extension}"))
+        assert len(files) >= 3, name
+        for f in files:
+            rel = str(f.relative_to(drop.landing))
+            if rel in broken:
+                continue
+            marker = json.loads(Path(f"{f}.ok").read_text())
+            assert marker["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+            assert set(marker) == {"rows", "sha256", "extracted_at", "period"}
+            if c.file_format == "csv":
+                text = f.read_bytes().decode(c.encoding)
+                header = text.splitlines()[0].split(c.delimiter)
+                assert header[: len(c.column_names)] == list(c.column_names)
+                assert marker["rows"] == len(
+                    pl.read_csv(
+                        f.read_bytes().decode(c.encoding).encode(),
+                        separator=c.delimiter,
+                        infer_schema=False,
+                    )
+                )
+
+
+def test_source_quirks_are_as_the_interface_says(drop):
+    archive = next((drop.landing / "mkt/cons_archive").glob("*.csv")).read_bytes()
+    assert b"\r\n" in archive
+    fin = next((drop.landing / "fin/payment").glob("*.csv")).read_bytes()
+    assert fin.startswith(b"\xef\xbb\xbf") and b"|" in fin.splitlines()[0]
+    payments = pl.read_csv(fin[3:], separator="|", infer_schema=False)
+    assert payments["PAY_AMT"].str.contains(r"^-?\d+$").all()  # integer fen
+    assert (payments["CONS_NO"].str.len_chars() < 10).any()  # leading zeros dropped
+    orders = [
+        json.loads(line)
+        for f in (drop.landing / "crm/work_order").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
+    assert max(o["version"] for o in orders if isinstance(o["version"], int)) >= 3
+    assert any(str(o["accept_time"]).endswith("Z") for o in orders)
+    assert any(str(o["cons_no"]).startswith("HB") for o in orders)
+
+
+def test_truth_is_kept_apart_and_complete(drop):
+    truth = pl.read_parquet(drop.truth / "accounts.parquet")
+    assert not list(drop.landing.rglob("accounts.parquet"))
+    assert len(truth) == 150
+    assert set(truth["segment"]) <= set(SEGMENTS)
+    assert truth["p_default_next_3m"].is_between(0, 1).all()
+    assert {"archetype", "defaults_next_3m"} <= set(truth.columns)
+
+
+def test_truth_cannot_go_inside_the_landing_zone(tmp_path):
+    with pytest.raises(SystemExit):
+        parse_args(["--out", str(tmp_path), "--truth", str(tmp_path / "truth")])
+
+
+def test_an_unknown_defect_is_refused(tmp_path, capsys):
+    code = main(
+        ["--out", str(tmp_path / "o"), "--truth", str(tmp_path / "t"), "--defect", "gremlins=0.1"]
+    )
+    assert code == 2 and "gremlins" in capsys.readouterr().err

@@ -46,7 +46,7 @@ demo: setup key
 	rm -f $(WAREHOUSE_PATH) $(WAREHOUSE_PATH).wal $(PII_VAULT_PATH) $(PII_VAULT_PATH).wal
 	$(MAKE) --no-print-directory simulate
 	$(WITH_KEY) $(PY) -m orchestration run 2>data/pipeline.log || (tail -30 data/pipeline.log; exit 1)
-	@echo "Dagster log: data/pipeline.log · look around: make ui · query: duckdb $(WAREHOUSE_PATH)"
+	@echo "Dagster log: data/pipeline.log · look around: make ui · truth: $(TRUTH_DIR)"
 
 ## run: the pipeline alone, on whatever LANDING_DIR holds
 run: setup key
@@ -70,7 +70,7 @@ format: setup
 
 ## bench-simulator: time the simulator on BENCH_ACCOUNTS × 24 months
 bench-simulator: setup
-	$(PY) bench/simulator.py --accounts $${BENCH_ACCOUNTS:-100000}
+	$(PY) bench/bench_simulator.py --accounts $${BENCH_ACCOUNTS:-100000}
 
 clean:
 	rm -rf data .dagster_home

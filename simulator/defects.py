@@ -61,14 +61,14 @@ class DefectRates:
         return cls(**dict.fromkeys(cls.names(), 0.0))
 
 
-FILE_DEFECTS = (
-    "reextract",
+# Defects that decide a whole file's fate; a file gets at most one of them.
+DESTRUCTIVE_FILE_DEFECTS = (
     "unmarked",
     "marker_rows",
     "marker_checksum",
     "truncated",
     "bad_encoding",
     "broken_parquet",
-    "extra_column",
     "missing_column",
 )
+FILE_DEFECTS = ("reextract", "extra_column", *DESTRUCTIVE_FILE_DEFECTS)

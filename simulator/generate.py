@@ -580,23 +580,24 @@ class Simulation:
         ts = (now["day"].to_numpy() * 86400 + now["sec"].to_numpy()).astype("datetime64[s]")
         compact = rng.random(n) < d.compact_pay_time
         self._log("compact_pay_time", compact.sum())
-        t_slash = np.datetime_as_string(ts, unit="s")
-        pay_time = np.where(
-            compact,
-            np.char.replace(
-                np.char.replace(np.char.replace(t_slash.astype(str), "-", ""), "T", ""), ":", ""
-            ),
-            np.char.replace(np.char.replace(t_slash.astype(str), "-", "/"), "T", " "),
-        )
-        cons = np.char.lstrip(self.pop.cons_no[now["acc"].to_numpy()], "0")
+        stamps = np.datetime_as_string(ts, unit="s").tolist()
+        pay_time = [
+            t.replace("-", "").replace("T", "").replace(":", "")
+            if c
+            else t.replace("-", "/").replace("T", " ")
+            for t, c in zip(stamps, compact, strict=True)
+        ]
         spaced = rng.random(n) < d.cons_no_spaces / 5
-        cons = np.where(spaced, np.char.add(" ", cons), cons)
+        cons = [
+            (" " if sp else "") + c.lstrip("0")
+            for c, sp in zip(self.pop.cons_no[now["acc"].to_numpy()].tolist(), spaced, strict=True)
+        ]
         self._log("cons_no_spaces:fin", spaced.sum())
         frame = pl.DataFrame(
             {
                 "PAY_SN": sn,
-                "CONS_NO": cons,
-                "PAY_TIME": pay_time,
+                "CONS_NO": pl.Series(cons, dtype=pl.String),
+                "PAY_TIME": pl.Series(pay_time, dtype=pl.String),
                 "PAY_AMT": now["amt"],
                 "PAY_MODE": now["mode"],
                 "BILL_YM": now["bill_ym"],
@@ -604,6 +605,8 @@ class Simulation:
                 "ORIG_PAY_SN": None,
             },
             schema_overrides={"ORIG_PAY_SN": pl.String},
+        ).cast(
+            {"PAY_SN": pl.String, "PAY_AMT": pl.Int64, "PAY_MODE": pl.String, "BILL_YM": pl.String}
         )
         # Reversals: a cashier error cancelled by a negative row, then paid again correctly.
         rev = np.flatnonzero(rng.random(n) < d.reversal)
@@ -621,14 +624,11 @@ class Simulation:
             repaid = orig.with_columns(pl.Series("PAY_SN", rsn[k:]))
             frame = pl.concat([frame, reversal, repaid])
             self._log("reversal", k)
-        return pl.concat(
-            [
-                frame,
-                self._orphan_rows(frame, "CONS_NO").with_columns(
-                    pl.col("CONS_NO").str.strip_chars_start("0")
-                ),
-            ]
-        )
+        orphans = self._orphan_rows(frame, "CONS_NO")
+        if len(orphans):
+            orphans = orphans.with_columns(pl.col("CONS_NO").str.strip_chars_start("0"))
+            frame = pl.concat([frame, orphans])
+        return frame
 
     def _arrears(self, ym: int) -> pl.DataFrame:
         """Month-end snapshot: bills past due and still unpaid, with the late fee so far."""

@@ -117,12 +117,20 @@ def _mobile(rng: np.random.Generator, style: int) -> str:
     return f"+86 {number[:3]} {number[3:7]} {number[7:]}"
 
 
+def _unique_integers(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
+    """``n`` distinct integers in [low, high), in random order, without a huge range in memory."""
+    drawn = np.unique(rng.integers(low, high, int(n * 1.1) + 16))
+    while len(drawn) < n:
+        drawn = np.unique(np.concatenate([drawn, rng.integers(low, high, n)]))
+    return rng.permutation(drawn)[:n]
+
+
 def build_population(n: int, n_months: int, rng: np.random.Generator) -> Population:
     """Draw ``n`` accounts and their latent state."""
     shares = np.array([a.share for a in ARCHETYPES])
     arch = rng.choice(len(ARCHETYPES), size=n, p=shares)
     # Unique account numbers; many start with zeros, which fin drops.
-    cons_int = rng.choice(np.arange(10_000_000, 2_000_000_000, 7, dtype=np.int64), n, replace=False)
+    cons_int = _unique_integers(rng, n, 10_000_000, 2_000_000_000)
     cons_no = np.array([f"{v:010d}" for v in cons_int])
     district = rng.choice(len(DISTRICT_CODES), size=n, p=DISTRICT_WEIGHTS)
     office = rng.integers(1, 6, n)

@@ -19,7 +19,7 @@ import polars as pl
 
 from data_contracts import Contract
 from simulator.calendar import month_add
-from simulator.defects import FILE_DEFECTS, DefectRates
+from simulator.defects import DESTRUCTIVE_FILE_DEFECTS, FILE_DEFECTS, DefectRates
 
 # Day of the month after the period on which each extract is taken.
 EXTRACT_DAY = {
@@ -35,16 +35,6 @@ EXTRACT_DAY = {
     "ext__weather_daily": 1,
     "ext__economy_monthly": 15,
 }
-# Destructive fates: a file has at most one of these.
-_FATES = (
-    "unmarked",
-    "marker_rows",
-    "marker_checksum",
-    "truncated",
-    "bad_encoding",
-    "broken_parquet",
-    "missing_column",
-)
 _MKT_NULLS = np.array(["", "NULL", "\\N"])
 
 
@@ -67,7 +57,7 @@ def plan_file_defects(
         if rate <= 0:
             continue
         eligible = [f for f in files if _eligible(defect, contracts[f[0]])]
-        if defect in _FATES:
+        if defect in DESTRUCTIVE_FILE_DEFECTS:
             eligible = [f for f in eligible if f not in fated]
         if not eligible:
             continue
@@ -75,7 +65,7 @@ def plan_file_defects(
         for i in rng.choice(len(eligible), k, replace=False):
             f = eligible[int(i)]
             chosen[f].append(defect)
-            if defect in _FATES:
+            if defect in DESTRUCTIVE_FILE_DEFECTS:
                 fated.add(f)
     return {f: tuple(d) for f, d in chosen.items()}
 

@@ -279,7 +279,9 @@ def _ingest_file(
     try:
         loaded, quarantined = _load_records(con, contract, file, parsed, marker, extra)
     except duckdb.Error as exc:
-        return _reject(con, landing, contract, file, f"cannot be loaded: {exc}", log, marker, sha)
+        # Parquet metadata can be intact while a data page is damaged: that shows only on reading.
+        what = "not a readable Parquet file" if parsed.parquet_path else "cannot be loaded"
+        return _reject(con, landing, contract, file, f"{what}: {exc}", log, marker, sha)
     _record(
         con,
         contract,

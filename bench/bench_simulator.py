@@ -1,6 +1,6 @@
 """Benchmark the source simulator: N accounts × 24 months, wall time, rows/s, peak RSS, size.
 
-.venv/bin/python bench/simulator.py --accounts 100000
+.venv/bin/python bench/bench_simulator.py --accounts 100000
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ the business segment each one is meant to fall in.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+
+import numpy as np
 
 SEGMENTS = ("high_value_stable", "growth_potential", "basic_need", "special_care", "high_risk")
 
@@ -448,6 +451,16 @@ CURVE_SHAPES = (
     "shift3",
     "pump",
 )
+
+
+@functools.cache
+def attribute(name: str) -> np.ndarray:
+    """One attribute of every archetype, indexed by archetype number.
+
+    ``attribute("cool")[pop.archetype]`` gives each account its archetype's value in one
+    vectorised step (tuple attributes come back as 2-D arrays).
+    """
+    return np.array([getattr(a, name) for a in ARCHETYPES])
 
 
 def by_name() -> dict[str, Archetype]:

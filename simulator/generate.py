@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from simulator.archetypes import ARCHETYPES
+from simulator.archetypes import ARCHETYPES, attribute
 from simulator.calendar import (
     DISTRICT_CODES,
     DISTRICTS,
@@ -94,11 +94,10 @@ class Simulation:
         self.months = months
         self.rng = rng
         self.d = defects
-        self.arch = [ARCHETYPES[a] for a in range(len(ARCHETYPES))]
         self.shapes = _curve_shapes()
         n = pop.n
         a_idx = pop.archetype
-        prof = np.array([ARCHETYPES[a].profile for a in range(len(ARCHETYPES))])[a_idx]
+        prof = attribute("profile")[a_idx]
         shares = prof * rng.uniform(0.8, 1.2, (n, 4))
         shares /= shares.sum(axis=1, keepdims=True)
         wrap = pop.wrap_cents.copy()
@@ -178,14 +177,14 @@ class Simulation:
         self, t: int, ym: int, active: np.ndarray, di: np.ndarray, kinds: list
     ) -> np.ndarray:
         pop, rng = self.pop, self.rng
-        arch = [self.arch[a] for a in pop.archetype[active]]
-        cool = np.array([a.cool for a in arch])[:, None]
-        heat = np.array([a.heat for a in arch])[:, None]
-        weekend = np.array([a.weekend for a in arch])[:, None]
-        festival = np.array([a.spring_festival for a in arch])[:, None]
-        noise = np.array([a.noise for a in arch])[:, None]
-        growth = np.array([a.growth for a in arch])
-        rising = np.array([a.rising_from for a in arch])
+        arch = pop.archetype[active]
+        cool = attribute("cool")[arch][:, None]
+        heat = attribute("heat")[arch][:, None]
+        weekend = attribute("weekend")[arch][:, None]
+        festival = attribute("spring_festival")[arch][:, None]
+        noise = attribute("noise")[arch][:, None]
+        growth = attribute("growth")[arch]
+        rising = attribute("rising_from")[arch]
         start = rising * len(self.months)
         months_grown = np.clip(t - start, 0, None)
         trend = (1.0 + growth) ** months_grown
@@ -194,7 +193,7 @@ class Simulation:
         rest = np.array([k.weekend_or_holiday for k in kinds])[None, :]
         sf = np.array([k.spring_festival for k in kinds])[None, :]
         day_factor = np.where(sf, festival, np.where(rest, weekend, 1.0))
-        agri = np.array([a.agri_season for a in arch])[:, None]
+        agri = attribute("agri_season")[arch][:, None]
         month = ym % 100
         agri_factor = {
             1: 0.2,
@@ -332,14 +331,14 @@ class Simulation:
     ) -> pl.DataFrame:
         pop, rng = self.pop, self.rng
         arch = pop.archetype[active]
-        is_curve = np.array([self.arch[a].elec_type in ("200", "300") for a in arch])
+        is_curve = np.isin(attribute("elec_type")[arch], ["200", "300"])
         k_idx = np.flatnonzero(is_curve)
         n_days = len(days)
         rows = len(k_idx) * n_days
         if rows == 0:
             cols = {"METER_ID": pl.String, "CONS_NO": pl.String, "DATA_DATE": pl.Date}
             return pl.DataFrame(schema=cols | {f"P{i}": pl.Float64 for i in range(1, 97)})
-        shape = np.stack([self.shapes[self.arch[a].curve] for a in arch[k_idx]])  # (k, 96)
+        shape = np.stack([self.shapes[c] for c in attribute("curve")[arch[k_idx]]])  # (k, 96)
         kwh = energy[k_idx].astype(np.float64) / 100.0  # (k, days)
         power = kwh[:, :, None] * shape[:, None, :] * 4.0
         power *= rng.normal(1.0, 0.05, power.shape)
@@ -365,7 +364,7 @@ class Simulation:
         arch = pop.archetype[idx]
         closed = pop.close_month[idx] <= t
         status = np.where(closed, "9", "1")
-        vacant = np.array([self.arch[a].name == "vacant_home" for a in arch])
+        vacant = attribute("name")[arch] == "vacant_home"
         status = np.where(
             ~closed & vacant & (pop.cons_no[idx].astype(np.int64) % 5 == 0), "2", status
         )
@@ -405,8 +404,8 @@ class Simulation:
                 strict=True,
             )
         ]
-        etype = np.array([self.arch[a].elec_type for a in arch])
-        volt = np.array([self.arch[a].volt for a in arch])
+        etype = attribute("elec_type")[arch]
+        volt = attribute("volt")[arch]
         return pl.DataFrame(
             {
                 "CONS_NO": pop.cons_no[idx],
@@ -459,7 +458,7 @@ class Simulation:
         rates = np.round(energy[:, :, None] * s.shares[active][:, None, :]).sum(axis=1) / 100.0
         rates[:, 2] = kwh - rates[:, [0, 1, 3]].sum(axis=1)
         tou = pop.tou[active] | ((pop.tou_switch[active] >= 0) & (pop.tou_switch[active] <= t))
-        etype = np.array([self.arch[a].elec_type for a in pop.archetype[active]])
+        etype = attribute("elec_type")[pop.archetype[active]]
         amount = self._tariff(etype, kwh, rates, tou, pop.contract_cap[active], ym % 100)
         rates = np.where(tou[:, None], np.round(rates, 2), 0.0)
         mismatch = tou & (rng.random(len(active)) < d.tou_mismatch)
@@ -515,9 +514,7 @@ class Simulation:
         pop, rng, s = self.pop, self.rng, self.s
         n = len(active)
         q = _sigmoid(self.risk[active, t])
-        late = np.clip(
-            np.array([self.arch[a].late_base for a in pop.archetype[active]]) + 2 * q, 0, 0.9
-        )
+        late = np.clip(attribute("late_base")[pop.archetype[active]] + 2 * q, 0, 0.9)
         u = rng.random(n)
         delay = np.where(
             u < q,
@@ -548,7 +545,7 @@ class Simulation:
             ).cast(_PAY_SCHEMA)
         )
         # Prepayments: round sums paid ahead with no bill.
-        pre_rate = np.array([self.arch[a].prepay for a in pop.archetype[active]])
+        pre_rate = attribute("prepay")[pop.archetype[active]]
         pre = np.flatnonzero(rng.random(n) < pre_rate)
         first = (dt.date(ym // 100, ym % 100, 1) - _EPOCH).days
         if len(pre):
@@ -653,7 +650,7 @@ class Simulation:
         acc = open_bills["acc"].to_numpy()
         overdue = snap_day - open_bills["due"].to_numpy()
         owe = open_bills["amt"].to_numpy() / 100.0
-        etype = np.array([self.arch[a].elec_type for a in self.pop.archetype[acc]])
+        etype = attribute("elec_type")[self.pop.archetype[acc]]
         rate = np.where(etype == "100", 0.001, 0.002)
         return pl.DataFrame(
             {
@@ -721,7 +718,7 @@ class Simulation:
         pop, rng, s = self.pop, self.rng, self.s
         hit_tgs = set(outages["TG_ID"].to_list())
         arch = pop.archetype[active]
-        rate = np.array([self.arch[a].orders for a in arch])
+        rate = attribute("orders")[arch]
         in_outage = np.array([tg in hit_tgs for tg in pop.tg_id[active]])
         rate = rate * np.where(in_outage, 2.5, 1.0)
         counts = rng.poisson(rate)
@@ -729,7 +726,7 @@ class Simulation:
         lines = []
         types = ["故障报修", "投诉", "咨询", "业务办理", "意见建议", "表扬"]
         for i in who:
-            a = self.arch[pop.archetype[i]]
+            a = ARCHETYPES[pop.archetype[i]]
             q = _sigmoid(self.risk[i, t])
             complaint = min(0.6, a.complaint + q * 0.3)
             p = np.array([0.33, complaint, 0.30, 0.20, 0.04, 0.03])
@@ -882,15 +879,15 @@ class Simulation:
         q = _sigmoid(self.risk[:, t_end : t_end + 3])
         p3 = 1.0 - np.prod(1.0 - q, axis=1)
         realised = (rng.random(q.shape) < q).any(axis=1)
-        segment = np.array([self.arch[a].segment for a in pop.archetype])
+        segment = attribute("segment")[pop.archetype]
         segment = np.where(p3 >= 0.3, "high_risk", segment)
         active = pop.close_month > t_end - 1
         return pl.DataFrame(
             {
                 "cons_no": pop.cons_no,
-                "archetype": [self.arch[a].name for a in pop.archetype],
+                "archetype": attribute("name")[pop.archetype],
                 "segment": segment,
-                "elec_type_code": [self.arch[a].elec_type for a in pop.archetype],
+                "elec_type_code": attribute("elec_type")[pop.archetype],
                 "district_code": [DISTRICT_CODES[x] for x in pop.district],
                 "is_active_at_end": active,
                 "p_default_next_3m": np.round(np.where(active, p3, 0.0), 6),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.archetypes import ARCHETYPES
+from simulator.archetypes import ARCHETYPES, attribute
 from simulator.calendar import DISTRICT_CODES, DISTRICT_WEIGHTS, DISTRICTS
 
 _SURNAMES = list(
@@ -138,12 +138,9 @@ def build_population(n: int, n_months: int, rng: np.random.Generator) -> Populat
         [f"{DISTRICT_CODES[d]}{o:03d}" for d, o in zip(district, office, strict=True)]
     )
 
-    is_res = np.array([ARCHETYPES[a].elec_type == "100" for a in arch])
-    big = np.array(
-        [
-            ARCHETYPES[a].elec_type in ("300",) or ARCHETYPES[a].curve in ("office", "shift1")
-            for a in arch
-        ]
+    is_res = attribute("elec_type")[arch] == "100"
+    big = (attribute("elec_type")[arch] == "300") | np.isin(
+        attribute("curve")[arch], ["office", "shift1"]
     )
     # Households (and small shops) share public transformer areas of about 150 accounts;
     # large customers have a dedicated transformer.
@@ -156,10 +153,8 @@ def build_population(n: int, n_months: int, rng: np.random.Generator) -> Populat
     big_idx = np.flatnonzero(big)
     tg[big_idx] = [f"TG{DISTRICT_CODES[district[i]]}9{j:04d}" for j, i in enumerate(big_idx)]
 
-    base = np.array([ARCHETYPES[a].kwh_day for a in arch]) * np.exp(
-        rng.normal(0, [ARCHETYPES[a].kwh_sigma for a in arch])
-    )
-    tou = rng.random(n) < np.array([ARCHETYPES[a].tou_prob for a in arch])
+    base = attribute("kwh_day")[arch] * np.exp(rng.normal(0, attribute("kwh_sigma")[arch]))
+    tou = rng.random(n) < attribute("tou_prob")[arch]
     # A few residential accounts adopt time-of-use during the window (seen in the snapshots).
     adopt = (~tou) & is_res & (rng.random(n) < 0.04)
     tou_switch = np.where(adopt, rng.integers(1, max(2, n_months), n), -1)
@@ -169,8 +164,8 @@ def build_population(n: int, n_months: int, rng: np.random.Generator) -> Populat
     years = rng.uniform(0.3, 8.0, n)
     reg_init = np.minimum(base * 365 * years * 100, wrap * 0.9).astype(np.int64)
 
-    risk0 = np.array([ARCHETYPES[a].risk0 for a in arch]) + rng.normal(0, 0.6, n)
-    drift = np.array([ARCHETYPES[a].risk_drift for a in arch]) * rng.uniform(0.6, 1.4, n)
+    risk0 = attribute("risk0")[arch] + rng.normal(0, 0.6, n)
+    drift = attribute("risk_drift")[arch] * rng.uniform(0.6, 1.4, n)
 
     today = dt.date(2000, 1, 1)
     build = np.array([today + dt.timedelta(int(x)) for x in rng.integers(-3650, 8000, n)])
@@ -178,8 +173,8 @@ def build_population(n: int, n_months: int, rng: np.random.Generator) -> Populat
     close_month = np.where(rng.random(n) < 0.015, rng.integers(1, max(2, n_months), n), 10**6)
     close_month = np.where(close_month <= open_month, 10**6, close_month)
 
-    lo = np.array([ARCHETYPES[a].cap[0] for a in arch])
-    hi = np.array([ARCHETYPES[a].cap[1] for a in arch])
+    lo = attribute("cap")[arch, 0]
+    hi = attribute("cap")[arch, 1]
     cap = np.round(rng.uniform(lo, hi), 0)
 
     special = np.empty(n, dtype=object)
@@ -204,10 +199,10 @@ def build_population(n: int, n_months: int, rng: np.random.Generator) -> Populat
             for a in arch
         ],
     )
-    birth_lo = np.array([ARCHETYPES[a].birth[0] for a in arch])
-    birth_hi = np.array([ARCHETYPES[a].birth[1] for a in arch])
+    birth_lo = attribute("birth")[arch, 0]
+    birth_hi = attribute("birth")[arch, 1]
     birth_year = np.where(is_res, rng.integers(birth_lo, birth_hi + 1), 0)
-    online = np.clip(np.array([ARCHETYPES[a].online for a in arch]) + rng.normal(0, 0.1, n), 0, 1)
+    online = np.clip(attribute("online")[arch] + rng.normal(0, 0.1, n), 0, 1)
 
     names, addrs, mobiles, certs = [], [], [], []
     for i in range(n):

@@ -191,20 +191,12 @@ def ingest_extract(
     return outcome
 
 
-def _reject(
-    con: duckdb.DuckDBPyConnection,
-    landing: Path,
-    contract: Contract,
-    file: lz.LandingFile,
-    reason: str,
-    log: Callable[[str], None],
-    marker: lz.Marker | None = None,
-    sha: str | None = None,
-) -> FileOutcome:
-    _record(con, contract, file, status="rejected", marker=marker, sha=sha, reason=reason)
-    lz.move_aside(landing, file, reason)
-    log(f"rejected {file.relative}: {reason}")
-    return FileOutcome(file.relative, "rejected", reason=reason)
+class _Rejected(Exception):
+    """A file that is rejected whole: the reason, plus what was learnt of it before."""
+
+    def __init__(self, reason: str, marker: lz.Marker | None = None, sha: str | None = None):
+        super().__init__(reason)
+        self.reason, self.marker, self.sha = reason, marker, sha
 
 
 def _ingest_file(
@@ -216,19 +208,31 @@ def _ingest_file(
     log: Callable[[str], None],
 ) -> FileOutcome:
     try:
+        return _verify_and_load(con, contract, file, loaded_by_sha, log)
+    except _Rejected as r:
+        _record(con, contract, file, status="rejected", marker=r.marker, sha=r.sha, reason=r.reason)
+        lz.move_aside(landing, file, r.reason)
+        log(f"rejected {file.relative}: {r.reason}")
+        return FileOutcome(file.relative, "rejected", reason=r.reason)
+
+
+def _verify_and_load(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    file: lz.LandingFile,
+    loaded_by_sha: dict[str, str],
+    log: Callable[[str], None],
+) -> FileOutcome:
+    """Check the file against its marker and contract, then load it; raise _Rejected if not."""
+    try:
         marker = lz.read_marker(file)
     except lz.MarkerError as exc:
-        return _reject(con, landing, contract, file, str(exc), log)
+        raise _Rejected(str(exc)) from exc
     sha = lz.sha256_of(file.path)
     if sha != marker.sha256:
-        return _reject(
-            con,
-            landing,
-            contract,
-            file,
-            f"sha256 {sha} differs from the marker's "
-            f"{marker.sha256}: the file is incomplete or altered",
-            log,
+        raise _Rejected(
+            f"sha256 {sha} differs from the marker's {marker.sha256}: the file is "
+            "incomplete or altered",
             marker,
             sha,
         )
@@ -249,30 +253,16 @@ def _ingest_file(
     try:
         parsed = read_file(file.path, contract)
     except UnreadableFile as exc:
-        return _reject(con, landing, contract, file, f"{file.relative}: {exc}", log, marker, sha)
+        raise _Rejected(f"{file.relative}: {exc}", marker, sha) from exc
     if parsed.records != marker.rows:
-        return _reject(
-            con,
-            landing,
-            contract,
-            file,
-            f"the file holds {parsed.records} data rows, the marker says {marker.rows}",
-            log,
-            marker,
-            sha,
+        raise _Rejected(
+            f"the file holds {parsed.records} data rows, the marker says {marker.rows}", marker, sha
         )
     present = set(parsed.columns)
     missing_required = [c for c in contract.required_columns if c not in present]
     if missing_required:
-        return _reject(
-            con,
-            landing,
-            contract,
-            file,
-            f"required column(s) {missing_required} missing from the header",
-            log,
-            marker,
-            sha,
+        raise _Rejected(
+            f"required column(s) {missing_required} missing from the header", marker, sha
         )
     extra = [c for c in parsed.columns if c not in set(contract.column_names)]
     missing = [c for c in contract.column_names if c not in present]
@@ -281,7 +271,7 @@ def _ingest_file(
     except duckdb.Error as exc:
         # Parquet metadata can be intact while a data page is damaged: that shows only on reading.
         what = "not a readable Parquet file" if parsed.parquet_path else "cannot be loaded"
-        return _reject(con, landing, contract, file, f"{what}: {exc}", log, marker, sha)
+        raise _Rejected(f"{what}: {exc}", marker, sha) from exc
     _record(
         con,
         contract,

@@ -92,7 +92,7 @@ class Contract:
 
     @property
     def extension(self) -> str:
-        return {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl"}[self.file_format]
+        return self.file_format  # the formats' file endings are their names
 
     @property
     def column_names(self) -> tuple[str, ...]:

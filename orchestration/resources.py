@@ -2,6 +2,8 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -23,14 +25,12 @@ class FinegridResource(dg.ConfigurableResource):
 
     def settings(self) -> Settings:
         overrides = {
-            "LANDING_DIR": self.landing_dir,
-            "WAREHOUSE_PATH": self.warehouse_path,
-            "PUBLISH_DIR": self.publish_dir,
-            "PII_VAULT_PATH": self.pii_vault_path,
+            "landing_dir": self.landing_dir,
+            "warehouse_path": self.warehouse_path,
+            "publish_dir": self.publish_dir,
+            "pii_vault_path": self.pii_vault_path,
         }
-        base = Settings.from_env()
-        env = {k: v for k, v in overrides.items() if v}
-        return Settings.from_env({**_as_env(base), **env})
+        return replace(Settings.from_env(), **{k: Path(v) for k, v in overrides.items() if v})
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -39,15 +39,3 @@ class FinegridResource(dg.ConfigurableResource):
             yield con
         finally:
             con.close()
-
-
-def _as_env(s: Settings) -> dict[str, str]:
-    env = {
-        "LANDING_DIR": str(s.landing_dir),
-        "WAREHOUSE_PATH": str(s.warehouse_path),
-        "PUBLISH_DIR": str(s.publish_dir),
-        "PII_VAULT_PATH": str(s.pii_vault_path),
-    }
-    if s.pii_key:
-        env["PII_KEY"] = s.pii_key
-    return env

@@ -9,6 +9,11 @@ from orchestration.ingest.reconcile import ledger_problems, unaccounted_files
 from orchestration.resources import FinegridResource
 
 
+def _listing(items: list[str], limit: int | None = 50) -> dg.MetadataValue:
+    """A markdown list for the UI (the first ``limit`` items; all with None), or "none"."""
+    return dg.MetadataValue.md("\n".join(f"- {i}" for i in items[:limit]) or "none")
+
+
 def raw_key(contract: Contract) -> dg.AssetKey:
     return dg.AssetKey(["raw", contract.name])
 
@@ -63,7 +68,7 @@ def build_ingestion_asset(contract: Contract) -> dg.AssetsDefinition:
                 "rows_quarantined": outcome.rows_quarantined,
                 "table_rows": total,
                 "extra_columns": ", ".join(extra) or "none",
-                "rejected": dg.MetadataValue.md("\n".join(f"- {r}" for r in rejected) or "none"),
+                "rejected": _listing(rejected, limit=None),
             }
         )
 
@@ -88,9 +93,7 @@ def build_ingestion_checks(contract: Contract) -> list[dg.AssetChecksDefinition]
             passed=not problems,
             metadata={
                 "problems": len(problems),
-                "details": dg.MetadataValue.md(
-                    "\n".join(f"- {p}" for p in problems[:50]) or "none"
-                ),
+                "details": _listing(problems),
             },
         )
 
@@ -109,7 +112,7 @@ def build_ingestion_checks(contract: Contract) -> list[dg.AssetChecksDefinition]
             passed=not missing,
             metadata={
                 "unaccounted": len(missing),
-                "files": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing[:50]) or "none"),
+                "files": _listing(missing),
             },
         )
 

@@ -14,6 +14,10 @@ from tests.conftest import PII_KEY, ingest_all
 CONTRACTS = load_contracts()
 
 
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    return con.execute(sql, params or []).fetchone()[0]
+
+
 def _ledger(ing, path: str) -> tuple:
     with ing.connect() as con:
         return con.execute(
@@ -28,13 +32,12 @@ def test_every_row_of_every_marked_file_is_accounted_for(ingested):
         for c in CONTRACTS.values():
             assert ledger_problems(con, c) == [], c.name
             assert unaccounted_files(con, ingested.landing, c) == [], c.name
-        unexplained = con.execute(
+        unexplained = _scalar(
+            con,
             "SELECT sum(marker_rows - rows_loaded - rows_quarantined) "
-            "FROM ops.load_ledger WHERE status = 'loaded'"
-        ).fetchone()[0]
-        loaded = con.execute(
-            "SELECT count(*) FROM ops.load_ledger WHERE status = 'loaded'"
-        ).fetchone()[0]
+            "FROM ops.load_ledger WHERE status = 'loaded'",
+        )
+        loaded = _scalar(con, "SELECT count(*) FROM ops.load_ledger WHERE status = 'loaded'")
     assert unexplained == 0 and loaded > 20
 
 
@@ -60,9 +63,9 @@ def test_bad_files_are_rejected_whole_with_reason_and_moved_aside(ingested, defe
         assert moved.exists() and words in Path(f"{moved}.reason.txt").read_text()
         with ingested.connect() as con:
             extract = CONTRACTS[path.split("/")[0] + "__" + path.split("/")[1]]
-            n = con.execute(
-                f"SELECT count(*) FROM {extract.raw_table} WHERE _source_file = ?", [path]
-            ).fetchone()[0]
+            n = _scalar(
+                con, f"SELECT count(*) FROM {extract.raw_table} WHERE _source_file = ?", [path]
+            )
         assert n == 0
 
 
@@ -95,11 +98,12 @@ def test_extra_columns_are_tolerated_reported_and_kept(ingested):
         assert extra == ["DATA_SRC_FLAG"] and loaded > 0 and "DATA_SRC_FLAG" in reason
         c = CONTRACTS["__".join(path.split("/")[:2])]
         with ingested.connect() as con:
-            kept = con.execute(
+            kept = _scalar(
+                con,
                 f"SELECT any_value(_extra->>'DATA_SRC_FLAG') FROM {c.raw_table} "
                 "WHERE _source_file = ?",
                 [path],
-            ).fetchone()[0]
+            )
         assert kept == "SRC-A"
 
 
@@ -121,37 +125,36 @@ def test_bad_values_are_quarantined_with_file_row_column_and_reason(ingested):
 
 def test_source_quirks_are_loaded_not_quarantined(ingested):
     with ingested.connect() as con:
-        hb = con.execute(
-            "SELECT count(*) FROM raw.crm__work_order WHERE cons_no LIKE 'HB%'"
-        ).fetchone()[0]
-        short = con.execute(
-            "SELECT count(*) FROM raw.fin__payment WHERE length(CONS_NO) < 10"
-        ).fetchone()[0]
-        reversal = con.execute(
+        hb = _scalar(con, "SELECT count(*) FROM raw.crm__work_order WHERE cons_no LIKE 'HB%'")
+        short = _scalar(con, "SELECT count(*) FROM raw.fin__payment WHERE length(CONS_NO) < 10")
+        reversal = _scalar(
+            con,
             "SELECT count(*) FROM raw.fin__payment WHERE REV_FLAG = '1' "
-            "AND PAY_AMT < 0 AND ORIG_PAY_SN IS NOT NULL"
-        ).fetchone()[0]
-        corrections = con.execute(
-            "SELECT count(*) FROM raw.mkt__monthly_bill WHERE BILL_FLAG = 'C'"
-        ).fetchone()[0]
-        nulls = con.execute(
-            "SELECT count(*) FROM raw.mkt__cons_archive WHERE CANCEL_DATE IS NULL"
-        ).fetchone()[0]
-        tokens = con.execute(
-            "SELECT count(*) FROM raw.mkt__cons_archive WHERE CANCEL_DATE IN ('NULL', '\\N')"
-        ).fetchone()[0]
+            "AND PAY_AMT < 0 AND ORIG_PAY_SN IS NOT NULL",
+        )
+        corrections = _scalar(
+            con, "SELECT count(*) FROM raw.mkt__monthly_bill WHERE BILL_FLAG = 'C'"
+        )
+        nulls = _scalar(con, "SELECT count(*) FROM raw.mkt__cons_archive WHERE CANCEL_DATE IS NULL")
+        tokens = _scalar(
+            con, "SELECT count(*) FROM raw.mkt__cons_archive WHERE CANCEL_DATE IN ('NULL', '\\N')"
+        )
     assert hb > 0 and short > 0 and reversal > 0 and corrections > 0
     assert nulls > 0 and tokens == 0  # empty, NULL and \N all read as null
 
 
 def test_duplicate_rows_are_kept_with_their_lineage(ingested):
     with ingested.connect() as con:
-        dup = con.execute("""SELECT count(*) FROM (SELECT PAY_SN FROM raw.fin__payment
-                             GROUP BY 1 HAVING count(*) > 1)""").fetchone()[0]
-        lineage = con.execute(
+        dup = _scalar(
+            con,
+            """SELECT count(*) FROM (SELECT PAY_SN FROM raw.fin__payment
+                             GROUP BY 1 HAVING count(*) > 1)""",
+        )
+        lineage = _scalar(
+            con,
             "SELECT count(*) FROM raw.fin__payment WHERE _source_file IS NULL "
-            "OR _row_number IS NULL OR _loaded_at IS NULL OR _period IS NULL"
-        ).fetchone()[0]
+            "OR _row_number IS NULL OR _loaded_at IS NULL OR _period IS NULL",
+        )
     assert dup > 0 and lineage == 0
 
 
@@ -176,10 +179,11 @@ def test_personal_data_never_reaches_the_warehouse(ingested, drop):
         ).fetchall()
         leaks = {}
         for schema, table, column in columns:
-            n = con.execute(
+            n = _scalar(
+                con,
                 f"SELECT count(*) FROM {schema}.{table} t WHERE EXISTS "
-                f'(SELECT 1 FROM pii WHERE contains(CAST(t."{column}" AS VARCHAR), pii.v))'
-            ).fetchone()[0]
+                f'(SELECT 1 FROM pii WHERE contains(CAST(t."{column}" AS VARCHAR), pii.v))',
+            )
             if n:
                 leaks[f"{schema}.{table}.{column}"] = n
         birth = con.execute(
@@ -191,13 +195,14 @@ def test_personal_data_never_reaches_the_warehouse(ingested, drop):
 
 def test_free_text_is_redacted_and_kept_in_the_vault(ingested):
     with ingested.connect() as con:
-        left = con.execute(
+        left = _scalar(
+            con,
             "SELECT count(*) FROM raw.crm__work_order WHERE "
-            "regexp_matches(content, '1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}')"
-        ).fetchone()[0]
-        masked = con.execute(
-            "SELECT count(*) FROM raw.crm__work_order WHERE content LIKE '%已脱敏%'"
-        ).fetchone()[0]
+            "regexp_matches(content, '1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}')",
+        )
+        masked = _scalar(
+            con, "SELECT count(*) FROM raw.crm__work_order WHERE content LIKE '%已脱敏%'"
+        )
     assert left == 0 and masked > 0
 
 
@@ -212,8 +217,8 @@ def test_the_vault_opens_only_with_its_key(ingested):
     con.close()
     con = duckdb.connect()
     attach_vault(con, ingested.vault, PII_KEY)
-    assert con.execute("SELECT count(DISTINCT cons_no) FROM vault.customer_pii").fetchone()[0] > 100
-    assert con.execute("SELECT count(*) FROM vault.pii_text").fetchone()[0] > 0
+    assert _scalar(con, "SELECT count(DISTINCT cons_no) FROM vault.customer_pii") > 100
+    assert _scalar(con, "SELECT count(*) FROM vault.pii_text") > 0
 
 
 def test_a_second_run_loads_nothing_twice(ingested, tmp_path):

@@ -1,8 +1,10 @@
 """Defect rates: every defect of the source-extracts page, each with its own rate.
 
-Row-level rates are per row (or per account-month, per bill, ...); file-level rates are per file,
-and a non-zero file-level rate always hits at least one file of the drop so that even a small
-drop carries every defect. All rates are non-zero by default; ``--defect NAME=RATE`` changes one.
+Row-level rates are per row (or per account-month, per bill, ...); file-level rates are per file.
+A non-zero rate always strikes at least once in the drop (one file, or one row at the first
+chance), so that even a small drop carries every defect. All rates are non-zero by default;
+``--defect NAME=RATE`` changes one. (The rollover rate picks old meters that start near their
+wrap value; whether one wraps inside a short window depends on its consumption.)
 """
 
 from __future__ import annotations

@@ -133,12 +133,35 @@ class Simulation:
             [f"{v:010d}" for v in rng.integers(3_000_000_000, 9_999_999_999, max(5, n // 200))]
         )
         self.meter_ids = np.array([f"33{i:07d}" for i in range(n)])
+        self.archive_text = self._archive_text()
         self.defect_log: dict[str, int] = {}
 
     # ----------------------------------------------------------------------------------------
     def _log(self, kind: str, count: int) -> None:
         if count:
             self.defect_log[kind] = self.defect_log.get(kind, 0) + int(count)
+
+    def _hits(
+        self,
+        shape: int | tuple[int, ...],
+        rate: float,
+        kind: str,
+        eligible: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Where a row-level defect strikes: each eligible row with probability ``rate``.
+
+        A non-zero rate strikes at least once per drop (at its first chance), so that even a
+        small drop carries every defect; the count goes to the truth's defect log.
+        """
+        hits = self.rng.random(shape) < rate
+        if eligible is not None:
+            hits &= eligible
+        if rate > 0 and not hits.any() and kind not in self.defect_log:
+            candidates = np.flatnonzero(np.ones(shape, bool) if eligible is None else eligible)
+            if len(candidates):
+                hits.flat[self.rng.choice(candidates)] = True
+        self._log(kind, int(hits.sum()))
+        return hits
 
     def _meter_id(self, idx: np.ndarray) -> np.ndarray:
         return np.char.add(self.meter_ids[idx], np.char.zfill(self.s.meter_no[idx].astype(str), 2))
@@ -224,11 +247,12 @@ class Simulation:
         init = self.reg_init[active][:, None]
         reg = (init + cum - s.offset[active][:, None]) % s.wrap[active][:, None]
         rate_reg = rate_cum - s.rate_offset[active][:, None, :]
-        meter_id = np.repeat(self._meter_id(active)[:, None], n_days, axis=1).astype(object)
+        # Which meter of its account read each day: numbers, not 3M strings, until the frame.
+        meter_no = np.repeat(s.meter_no[active][:, None], n_days, axis=1)
 
         # Meter changes: on day c the old meter is read out, the new one starts near zero.
         change_rows = []
-        changed = np.flatnonzero(rng.random(n_act) < d.meter_change)
+        changed = np.flatnonzero(self._hits(n_act, d.meter_change, "meter_change"))
         for k in changed:
             i = active[k]
             c = int(rng.integers(1, n_days))
@@ -236,7 +260,7 @@ class Simulation:
             at_change = cum[k, c - 1] + part
             old_final = (self.reg_init[i] + at_change - s.offset[i]) % s.wrap[i]
             new_init = int(rng.integers(0, 300))
-            old_id = meter_id[k, 0]
+            old_id = self._meter_id(np.array([i]))[0]
             s.meter_no[i] += 1
             new_id = self._meter_id(np.array([i]))[0]
             s.offset[i] = self.reg_init[i] + at_change - new_init
@@ -246,7 +270,7 @@ class Simulation:
             s.rate_offset[i] = rate_at
             reg[k, c:] = (self.reg_init[i] + cum[k, c:] - s.offset[i]) % s.wrap[i]
             rate_reg[k, c:, :] = rate_cum[k, c:, :] - s.rate_offset[i]
-            meter_id[k, c:] = new_id
+            meter_no[k, c:] = s.meter_no[i]
             change_rows.append(
                 {
                     "CONS_NO": self.pop.cons_no[i],
@@ -257,7 +281,6 @@ class Simulation:
                     "NEW_INIT_R": new_init / 100.0,
                 }
             )
-        self._log("meter_change", len(changed))
         self._log(
             "rollover",
             int(
@@ -270,13 +293,11 @@ class Simulation:
 
         pap = reg.astype(np.float64) / 100.0
         # Spikes: one reading far off, the next back.
-        spike = rng.random(pap.shape) < d.spike
-        spike[:, -1] = False
+        days_ = np.arange(n_days)[None, :]
+        spike = self._hits(pap.shape, d.spike, "spike", eligible=days_ < n_days - 1)
         pap[spike] = pap[spike] * 3.0 + 5000.0
-        self._log("spike", spike.sum())
-        keep = rng.random(pap.shape) >= d.missing_day
-        keep[:, 0] = True  # a month never starts with a gap, so gaps stay inside one file
-        self._log("missing_day", (~keep).sum())
+        # A month never starts with a gap, so gaps stay inside one file.
+        keep = ~self._hits(pap.shape, d.missing_day, "missing_day", eligible=days_ > 0)
         has_rate = s.has_rate[active][:, None] | np.zeros((1, n_days), bool)
         rr = np.where(has_rate[:, :, None], rate_reg / 100.0, np.nan)
         acc = np.repeat(np.arange(n_act)[:, None], n_days, axis=1)
@@ -286,7 +307,8 @@ class Simulation:
         coll_sec = rng.integers(60, 3 * 3600, sel.sum())
         frame = pl.DataFrame(
             {
-                "METER_ID": meter_id.ravel()[sel].astype(str),
+                "METER_ID": pl.Series(self.meter_ids[active]).gather(acc.ravel()[sel])
+                + pl.Series(meter_no.ravel()[sel]).cast(pl.String).str.zfill(2),
                 "CONS_NO": pl.Series(self.pop.cons_no[active]).gather(acc.ravel()[sel]),
                 "DATA_DATE": date_series.gather(day_idx.ravel()[sel]),
                 "PAP_R": pap.ravel()[sel],
@@ -303,7 +325,7 @@ class Simulation:
                 ).alias("COLL_TIME")
             ]
         )
-        orphan = self._orphan_rows(frame, "CONS_NO")
+        orphan = self._orphan_rows(frame, "CONS_NO", "orphan:ami")
         changes = pl.DataFrame(
             change_rows,
             schema={
@@ -317,12 +339,11 @@ class Simulation:
         )
         return pl.concat([frame, orphan]), changes
 
-    def _orphan_rows(self, frame: pl.DataFrame, col: str) -> pl.DataFrame:
+    def _orphan_rows(self, frame: pl.DataFrame, col: str, kind: str) -> pl.DataFrame:
         """Copies of a few rows re-keyed to accounts that no archive knows."""
-        k = self.rng.binomial(len(frame), self.d.orphan) if len(frame) else 0
+        k = int(self._hits(len(frame), self.d.orphan, kind).sum())
         if k == 0:
             return frame.clear()
-        self._log(f"orphan:{col}", k)
         rows = frame.sample(k, seed=int(self.rng.integers(2**31)))
         return rows.with_columns(pl.Series(col, self.rng.choice(self.orphans, k)))
 
@@ -341,9 +362,11 @@ class Simulation:
         shape = np.stack([self.shapes[c] for c in attribute("curve")[arch[k_idx]]])  # (k, 96)
         kwh = energy[k_idx].astype(np.float64) / 100.0  # (k, days)
         power = kwh[:, :, None] * shape[:, None, :] * 4.0
-        power *= rng.normal(1.0, 0.05, power.shape)
+        # 30M draws a month at 100k accounts: single precision is plenty for ±5 % noise.
+        power *= 1.0 + 0.05 * rng.standard_normal(power.shape, dtype=np.float32)
         power = np.round(np.clip(power, 0, None), 3).reshape(rows, 96)
-        power[rng.random(power.shape) < 0.002] = np.nan
+        power[rng.random(power.shape, dtype=np.float32) < 0.002] = np.nan
+        power = np.asfortranarray(power)  # each P column contiguous for the frame below
         acc = np.repeat(k_idx, n_days)
         meter = self._meter_id(active[acc])
         frame = pl.DataFrame(
@@ -353,13 +376,13 @@ class Simulation:
                 "DATA_DATE": pl.Series(days, dtype=pl.Date).gather(
                     np.tile(np.arange(n_days), len(k_idx))
                 ),
-                **{f"P{i + 1}": power[:, i] for i in range(96)},
+                **{f"P{i + 1}": pl.Series(power[:, i], nan_to_null=True) for i in range(96)},
             }
         )
-        return frame.with_columns([pl.col(f"P{i}").fill_nan(None) for i in range(1, 97)])
+        return frame
 
     def _archive(self, t: int, ym: int) -> pl.DataFrame:
-        pop, d = self.pop, self.d
+        pop = self.pop
         idx = np.flatnonzero(pop.open_month <= t)
         arch = pop.archetype[idx]
         closed = pop.close_month[idx] <= t
@@ -369,47 +392,12 @@ class Simulation:
             ~closed & vacant & (pop.cons_no[idx].astype(np.int64) % 5 == 0), "2", status
         )
         tou = pop.tou[idx] | ((pop.tou_switch[idx] >= 0) & (pop.tou_switch[idx] <= t))
-        build = np.array(
-            [
-                (
-                    dt.date(self.months[o] // 100, self.months[o] % 100, 1)
-                    + dt.timedelta(int(c % 20))
-                ).strftime("%Y%m%d")
-                if o > 0
-                else b.strftime("%Y%m%d")
-                for o, b, c in zip(
-                    pop.open_month[idx],
-                    pop.build_date[idx],
-                    pop.cons_no[idx].astype(np.int64),
-                    strict=True,
-                )
-            ]
-        )
-        unknown = (
-            pop.cons_no[idx].astype(np.int64) * 7919 % 10_000
-        ) < d.unknown_build_date * 10_000
-        build = np.where(
-            unknown, np.where(pop.cons_no[idx].astype(np.int64) % 2 == 0, "00000000", ""), build
-        )
-        close_dates = [
-            (
-                dt.date(self.months[c] // 100, self.months[c] % 100, 1) + dt.timedelta(int(n % 25))
-            ).strftime("%Y%m%d")
-            if cl
-            else ""
-            for c, cl, n in zip(
-                np.minimum(pop.close_month[idx], len(self.months) - 1),
-                closed,
-                pop.cons_no[idx].astype(np.int64),
-                strict=True,
-            )
-        ]
         etype = attribute("elec_type")[arch]
         volt = attribute("volt")[arch]
         return pl.DataFrame(
             {
                 "CONS_NO": pop.cons_no[idx],
-                "CONS_NAME": [pop.name[i] for i in idx],
+                "CONS_NAME": self.archive_text["name"].gather(idx),
                 "ELEC_TYPE_CODE": etype,
                 "VOLT_CODE": volt,
                 "TRADE_CODE": pop.trade_code[idx],
@@ -417,15 +405,45 @@ class Simulation:
                 "CONTRACT_CAP": pop.contract_cap[idx],
                 "ORG_NO": pop.org_no[idx],
                 "TG_ID": pop.tg_id[idx],
-                "ADDR": [pop.addr[i] for i in idx],
-                "MOBILE": [pop.mobile[i] or None for i in idx],
-                "CERT_NO": [pop.cert_no[i] for i in idx],
+                "ADDR": self.archive_text["addr"].gather(idx),
+                "MOBILE": self.archive_text["mobile"].gather(idx),
+                "CERT_NO": self.archive_text["cert_no"].gather(idx),
                 "SPECIAL_FLAG": pop.special_flag[idx],
                 "TOU_FLAG": np.where(tou, "Y", "N"),
-                "BUILD_DATE": [b or None for b in build],
-                "CANCEL_DATE": [c or None for c in close_dates],
+                "BUILD_DATE": self.archive_text["build_date"].gather(idx),
+                "CANCEL_DATE": self.archive_text["cancel_date"]
+                .gather(idx)
+                .zip_with(pl.Series(closed), pl.Series([None], dtype=pl.String)),
             }
         )
+
+    def _archive_text(self) -> dict[str, pl.Series]:
+        """The archive's text columns that never change from month to month, made once."""
+        pop, d = self.pop, self.d
+        number = pop.cons_no.astype(np.int64)
+
+        def ymd(month_index: int, offset: int) -> str:
+            ym = self.months[month_index]
+            return (dt.date(ym // 100, ym % 100, 1) + dt.timedelta(offset)).strftime("%Y%m%d")
+
+        build = [
+            ymd(o, int(c % 20)) if o > 0 else b.strftime("%Y%m%d")
+            for o, b, c in zip(pop.open_month, pop.build_date, number, strict=True)
+        ]
+        unknown = (number * 7919 % 10_000) < d.unknown_build_date * 10_000
+        build = np.where(unknown, np.where(number % 2 == 0, "00000000", ""), build)
+        last = len(self.months) - 1
+        cancel = [
+            ymd(min(c, last), int(k % 25)) for c, k in zip(pop.close_month, number, strict=True)
+        ]
+        return {
+            "name": pl.Series(pop.name, dtype=pl.String),
+            "addr": pl.Series(pop.addr, dtype=pl.String),
+            "mobile": pl.Series([m or None for m in pop.mobile], dtype=pl.String),
+            "cert_no": pl.Series(pop.cert_no, dtype=pl.String),
+            "build_date": pl.Series([b or None for b in build], dtype=pl.String),
+            "cancel_date": pl.Series(cancel, dtype=pl.String),
+        }
 
     def _tariff(
         self,
@@ -461,9 +479,8 @@ class Simulation:
         etype = attribute("elec_type")[pop.archetype[active]]
         amount = self._tariff(etype, kwh, rates, tou, pop.contract_cap[active], ym % 100)
         rates = np.where(tou[:, None], np.round(rates, 2), 0.0)
-        mismatch = tou & (rng.random(len(active)) < d.tou_mismatch)
+        mismatch = self._hits(len(active), d.tou_mismatch, "tou_mismatch", eligible=tou)
         rates[mismatch, 1] += np.round(kwh[mismatch] * rng.uniform(0.1, 0.3, mismatch.sum()), 2)
-        self._log("tou_mismatch", mismatch.sum())
         nxt = month_add(ym, 1)
         rel = dt.date(nxt // 100, nxt % 100, 1) + dt.timedelta(days=int(rng.integers(2, 5)))
         due = rel + dt.timedelta(days=20)
@@ -487,7 +504,9 @@ class Simulation:
         # Correction bills: the previous month's bill re-issued with the amount corrected.
         if s.bills:
             prev = s.bills[-1]
-            corr = np.flatnonzero(rng.random(len(prev["acc"])) < d.correction_bill)
+            corr = np.flatnonzero(
+                self._hits(len(prev["acc"]), d.correction_bill, "correction_bill")
+            )
             if len(corr):
                 prev_frame = prev["frame"][corr]
                 factor = rng.uniform(0.85, 1.15, len(corr))
@@ -503,7 +522,6 @@ class Simulation:
                     pl.lit(due).alias("DUE_DATE"),
                 )
                 frame = pl.concat([frame, corrected])
-                self._log("correction_bill", len(corr))
         self._schedule_payments(t, ym, active, amount, rel, due)
         s.bills.append({"acc": active, "frame": frame[: len(active)]})
         return frame
@@ -565,7 +583,7 @@ class Simulation:
             )
 
     def _payments(self, ym: int) -> pl.DataFrame:
-        rng, d, s = self.rng, self.d, self.s
+        d, s = self.d, self.s
         first = (dt.date(ym // 100, ym % 100, 1) - _EPOCH).days
         last = first + len(month_days(ym))
         allpay = pl.concat(s.pending_pay) if s.pending_pay else pl.DataFrame()
@@ -575,8 +593,7 @@ class Simulation:
         sn = np.array([f"PS{s.pay_seq + i:012d}" for i in range(n)])
         s.pay_seq += n
         ts = (now["day"].to_numpy() * 86400 + now["sec"].to_numpy()).astype("datetime64[s]")
-        compact = rng.random(n) < d.compact_pay_time
-        self._log("compact_pay_time", compact.sum())
+        compact = self._hits(n, d.compact_pay_time, "compact_pay_time")
         stamps = np.datetime_as_string(ts, unit="s").tolist()
         pay_time = [
             t.replace("-", "").replace("T", "").replace(":", "")
@@ -584,12 +601,11 @@ class Simulation:
             else t.replace("-", "/").replace("T", " ")
             for t, c in zip(stamps, compact, strict=True)
         ]
-        spaced = rng.random(n) < d.cons_no_spaces / 5
+        spaced = self._hits(n, d.cons_no_spaces / 5, "cons_no_spaces:fin")
         cons = [
             (" " if sp else "") + c.lstrip("0")
             for c, sp in zip(self.pop.cons_no[now["acc"].to_numpy()].tolist(), spaced, strict=True)
         ]
-        self._log("cons_no_spaces:fin", spaced.sum())
         frame = pl.DataFrame(
             {
                 "PAY_SN": sn,
@@ -606,7 +622,7 @@ class Simulation:
             {"PAY_SN": pl.String, "PAY_AMT": pl.Int64, "PAY_MODE": pl.String, "BILL_YM": pl.String}
         )
         # Reversals: a cashier error cancelled by a negative row, then paid again correctly.
-        rev = np.flatnonzero(rng.random(n) < d.reversal)
+        rev = np.flatnonzero(self._hits(n, d.reversal, "reversal"))
         if len(rev):
             orig = frame[rev]
             k = len(rev)
@@ -620,8 +636,7 @@ class Simulation:
             )
             repaid = orig.with_columns(pl.Series("PAY_SN", rsn[k:]))
             frame = pl.concat([frame, reversal, repaid])
-            self._log("reversal", k)
-        orphans = self._orphan_rows(frame, "CONS_NO")
+        orphans = self._orphan_rows(frame, "CONS_NO", "orphan:fin")
         if len(orphans):
             orphans = orphans.with_columns(pl.col("CONS_NO").str.strip_chars_start("0"))
             frame = pl.concat([frame, orphans])
@@ -723,9 +738,20 @@ class Simulation:
         rate = rate * np.where(in_outage, 2.5, 1.0)
         counts = rng.poisson(rate)
         who = np.repeat(active, counts)
+        n, d = len(who), self.d
+        hb = self._hits(n, d.cons_no_hb, "cons_no_hb")
+        spaced = self._hits(n, d.cons_no_spaces, "cons_no_spaces:crm", eligible=~hb)
+        orphan = self._hits(n, d.orphan, "orphan:crm", eligible=~hb & ~spaced)
+        flags = zip(
+            np.select([hb, spaced, orphan], ["hb", "spaced", "orphan"], "plain").tolist(),
+            self._hits(n, d.utc_z, "utc_z").tolist(),
+            self._hits(n, d.order_disorder, "order_disorder").tolist(),
+            (rng.random(n) < 0.03).tolist(),  # enquiries often come without an account
+            strict=True,
+        )
         lines = []
         types = ["故障报修", "投诉", "咨询", "业务办理", "意见建议", "表扬"]
-        for i in who:
+        for i, (form, utc, disorder, anonymous) in zip(who, flags, strict=True):
             a = ARCHETYPES[pop.archetype[i]]
             q = _sigmoid(self.risk[i, t])
             complaint = min(0.6, a.complaint + q * 0.3)
@@ -733,7 +759,17 @@ class Simulation:
             p[0] += 0.25 if pop.tg_id[i] in hit_tgs else 0.0
             otype = types[int(rng.choice(6, p=p / p.sum()))]
             s.order_seq += 1
-            lines.extend(self._order_versions(i, ym, days, otype, f"WO{ym}{s.order_seq:07d}"))
+            cons = pop.cons_no[i]
+            if form == "hb":
+                cons = "HB" + cons
+            elif form == "spaced":
+                cons = f"{cons[:4]} {cons[4:7]} {cons[7:]}"
+            elif form == "orphan":
+                cons = str(rng.choice(self.orphans))
+            elif anonymous and otype == "咨询":
+                cons = None
+            order_no = f"WO{ym}{s.order_seq:07d}"
+            lines.extend(self._order_versions(i, days, otype, order_no, cons, utc, disorder))
         frame = (
             pl.DataFrame(lines, schema=_ORDER_SCHEMA)
             if lines
@@ -747,9 +783,17 @@ class Simulation:
         return now.drop("_local")
 
     def _order_versions(
-        self, i: int, ym: int, days: list[dt.date], otype: str, order_no: str
+        self,
+        i: int,
+        days: list[dt.date],
+        otype: str,
+        order_no: str,
+        cons: str | None,
+        utc: bool,
+        disorder: bool,
     ) -> list[dict]:
-        pop, rng, d = self.pop, self.rng, self.d
+        """The versions of one work order, as the agents' edits produce them."""
+        pop, rng = self.pop, self.rng
         rural = DISTRICTS[DISTRICT_CODES[pop.district[i]]][1]
         day = days[int(rng.integers(len(days)))]
         accept = dt.datetime.combine(day, dt.time(7)) + dt.timedelta(
@@ -768,29 +812,13 @@ class Simulation:
             finish = accept + dt.timedelta(hours=float(rng.lognormal(np.log(20), 0.6)))
         else:
             finish = dispatch + dt.timedelta(minutes=float(rng.integers(2, 40)))
-        if rng.random() < d.order_disorder:
+        if disorder:
             finish = accept - dt.timedelta(minutes=int(rng.integers(5, 600)))
-            self._log("order_disorder", 1)
         late = (finish - accept) > dt.timedelta(hours=2) if otype != "投诉" else rng.random() < 0.5
         sat = rng.choice(
             ["非常满意", "满意", "一般", "不满意"],
             p=[0.25, 0.40, 0.20, 0.15] if late else [0.55, 0.38, 0.05, 0.02],
         )
-        cons = pop.cons_no[i]
-        r = rng.random()
-        if r < d.cons_no_hb:
-            cons = "HB" + cons
-            self._log("cons_no_hb", 1)
-        elif r < d.cons_no_hb + d.cons_no_spaces:
-            cons = f"{cons[:4]} {cons[4:7]} {cons[7:]}"
-            self._log("cons_no_spaces:crm", 1)
-        elif r < d.cons_no_hb + d.cons_no_spaces + 0.03 and otype == "咨询":
-            cons = None
-        elif r < d.cons_no_hb + d.cons_no_spaces + 0.03 + d.orphan:
-            cons = str(rng.choice(self.orphans))
-            self._log("orphan:crm", 1)
-        utc = rng.random() < d.utc_z
-        self._log("utc_z", int(utc))
 
         def ts(x: dt.datetime | None) -> str | None:
             if x is None:

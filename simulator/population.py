@@ -98,23 +98,96 @@ class Population:
         return len(self.cons_no)
 
 
-def _id_number(district: str, birth: dt.date, seq: int) -> str:
-    body = f"{district}{birth:%Y%m%d}{seq:03d}"
-    check = _ID_CHECK[int(np.dot(np.frombuffer(body.encode(), np.uint8) - 48, _ID_WEIGHTS)) % 11]
-    return body + check
+_PREFIXES = ["138", "139", "137", "135", "150", "158", "186", "187", "189", "177", "199"]
+_CREDIT_CHARS = list("0123456789ABCDEFGHJKLMNPQRTUWXY")
 
 
-def _mobile(rng: np.random.Generator, style: int) -> str:
-    prefix = rng.choice(
-        ["138", "139", "137", "135", "150", "158", "186", "187", "189", "177", "199"]
+def _with_check_digit(bodies: list[str]) -> list[str]:
+    """Append the ISO 7064 MOD 11-2 check character to 17-digit identity-number bodies."""
+    if not bodies:
+        return []
+    digits = np.frombuffer("".join(bodies).encode(), np.uint8).reshape(-1, 17) - 48
+    checks = (digits.astype(np.int64) @ _ID_WEIGHTS) % 11
+    return [b + _ID_CHECK[c] for b, c in zip(bodies, checks.tolist(), strict=True)]
+
+
+def _personal_data(
+    rng: np.random.Generator,
+    arch: np.ndarray,
+    district: np.ndarray,
+    is_res: np.ndarray,
+    birth_year: np.ndarray,
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Names, addresses, mobiles (as typed) and certificate numbers of every account.
+
+    Every random column is drawn at once; the loop below only formats strings.
+    """
+    n = len(arch)
+
+    def ints(low: int, high: int, size: int | tuple[int, int] = n) -> list:
+        return rng.integers(low, high, size).tolist()
+
+    street, surname, given_len = ints(0, len(_STREETS)), ints(0, len(_SURNAMES)), ints(1, 3)
+    given = ints(0, len(_GIVEN), (n, 2))
+    house, building, unit, floor, room = (
+        ints(1, 999),
+        ints(1, 30),
+        ints(1, 6),
+        ints(1, 33),
+        ints(1, 5),
     )
-    rest = f"{rng.integers(0, 10**8):08d}"
-    number = prefix + rest
-    if style == 0:
-        return number
-    if style == 1:
-        return f"{number[:3]}-{number[3:7]}-{number[7:]}"
-    return f"+86 {number[:3]} {number[3:7]} {number[7:]}"
+    month, day, seq = ints(1, 13), ints(1, 29), ints(0, 1000)
+    masked = (rng.random(n) < 0.05).tolist()
+    word, kind, company_no = ints(0, len(_COMPANY_WORDS)), ints(0, 10**6), ints(1, 2000)
+    credit = ints(0, len(_CREDIT_CHARS), (n, 13))
+    quirk = rng.random(n).tolist()
+    style = rng.choice(4, size=n, p=[0.6, 0.15, 0.1, 0.15]).tolist()
+    prefix, rest = ints(0, len(_PREFIXES)), ints(0, 10**8)
+    curves = attribute("curve")[arch].tolist()
+    residential = is_res.tolist()
+
+    names, addrs, bodies, certs = [], [], [], []
+    for i in range(n):
+        dcode = DISTRICT_CODES[district[i]]
+        dname = DISTRICTS[dcode][0]
+        road = _STREETS[street[i]]
+        if residential[i]:
+            name = _SURNAMES[surname[i]] + "".join(_GIVEN[g] for g in given[i][: given_len[i]])
+            addr = (
+                f"湖北省武汉市{dname}区{road}{house[i]}号{building[i]}栋{unit[i]}单元"
+                f"{floor[i]}{room[i]:02d}室"
+            )
+            bodies.append(f"{dcode}{int(birth_year[i]):04d}{month[i]:02d}{day[i]:02d}{seq[i]:03d}")
+            certs.append(None)
+        else:
+            kinds = _COMPANY_KIND.get(curves[i], _COMPANY_KIND["shop"])
+            name = f"武汉{_COMPANY_WORDS[word[i]]}{kinds[kind[i] % len(kinds)]}"
+            addr = f"湖北省武汉市{dname}区{road}{company_no[i]}号"
+            certs.append("91420" + "".join(_CREDIT_CHARS[c] for c in credit[i]))
+        # The archive's quirk: names typed with trailing or full-width spaces.
+        if quirk[i] < 0.03:
+            name += "  "
+        elif quirk[i] < 0.05:
+            name += "\u3000"
+        names.append(name)
+        addrs.append(addr)
+    ids = iter(_with_check_digit(bodies))
+    for i in range(n):
+        if certs[i] is None:
+            cert = next(ids)
+            certs[i] = cert[:6] + "********" + cert[14:] if masked[i] else cert
+
+    mobiles = []
+    for st, p, r in zip(style, prefix, rest, strict=True):
+        number = f"{_PREFIXES[p]}{r:08d}"
+        typed = (
+            number,
+            f"{number[:3]}-{number[3:7]}-{number[7:]}",
+            f"+86 {number[:3]} {number[3:7]} {number[7:]}",
+            "",
+        )
+        mobiles.append(typed[st])
+    return names, addrs, mobiles, certs
 
 
 def _unique_integers(rng: np.random.Generator, n: int, low: int, high: int) -> np.ndarray:
@@ -204,40 +277,7 @@ def build_population(n: int, n_months: int, rng: np.random.Generator) -> Populat
     birth_year = np.where(is_res, rng.integers(birth_lo, birth_hi + 1), 0)
     online = np.clip(attribute("online")[arch] + rng.normal(0, 0.1, n), 0, 1)
 
-    names, addrs, mobiles, certs = [], [], [], []
-    for i in range(n):
-        a = ARCHETYPES[arch[i]]
-        dcode = DISTRICT_CODES[district[i]]
-        dname = DISTRICTS[dcode][0]
-        street = _STREETS[rng.integers(len(_STREETS))]
-        if is_res[i]:
-            given = "".join(rng.choice(_GIVEN, rng.integers(1, 3)))
-            name = _SURNAMES[rng.integers(len(_SURNAMES))] + given
-            addr = (
-                f"湖北省武汉市{dname}区{street}{rng.integers(1, 999)}号{rng.integers(1, 30)}栋"
-                f"{rng.integers(1, 6)}单元{rng.integers(1, 33)}{rng.integers(1, 5):02d}室"
-            )
-            birth = dt.date(int(birth_year[i]), int(rng.integers(1, 13)), int(rng.integers(1, 29)))
-            cert = _id_number(dcode, birth, int(rng.integers(0, 1000)))
-            if rng.random() < 0.05:
-                cert = cert[:6] + "********" + cert[14:]
-        else:
-            word = _COMPANY_WORDS[rng.integers(len(_COMPANY_WORDS))]
-            kind = _COMPANY_KIND.get(a.curve, _COMPANY_KIND["shop"])
-            name = f"武汉{word}{kind[rng.integers(len(kind))]}"
-            addr = f"湖北省武汉市{dname}区{street}{rng.integers(1, 2000)}号"
-            cert = "91420" + "".join(rng.choice(list("0123456789ABCDEFGHJKLMNPQRTUWXY"), 13))
-        # The archive's quirk: names typed with trailing or full-width spaces.
-        r = rng.random()
-        if r < 0.03:
-            name = name + "  "
-        elif r < 0.05:
-            name = name + "\u3000"
-        style = int(rng.choice(4, p=[0.6, 0.15, 0.1, 0.15]))
-        mobiles.append("" if style == 3 else _mobile(rng, style))
-        names.append(name)
-        addrs.append(addr)
-        certs.append(cert)
+    names, addrs, mobiles, certs = _personal_data(rng, arch, district, is_res, birth_year)
 
     return Population(
         cons_no=cons_no,

@@ -182,26 +182,35 @@ class DropWriter:
             "period": str(period),
         }
 
+    def _count(self, n: int, rate: float, kind: str) -> int:
+        """How many of ``n`` rows a defect strikes; a non-zero rate strikes at least once per
+        drop (at its first chance), as the generator's row defects do."""
+        k = int(self.rng.binomial(n, rate)) if n else 0
+        if k == 0 and n and rate > 0 and kind not in self.row_log:
+            k = 1
+        return k
+
     def _row_defects(self, contract: Contract, frame: pl.DataFrame) -> pl.DataFrame:
         rng, rates = self.rng, self.rates
         name = contract.name
         if name in ("fin__payment", "crm__work_order"):
             prev = self.previous.get(name)
             self.previous[name] = frame
-            if prev is not None and len(prev):
-                k = rng.binomial(len(prev), rates.late_duplicate)
-                if k:
-                    frame = pl.concat([frame, prev.sample(k, seed=int(rng.integers(2**31)))])
-                    self._log_rows(f"late_duplicate:{name}", k)
+            kind = f"late_duplicate:{name}"
+            k = self._count(len(prev) if prev is not None else 0, rates.late_duplicate, kind)
+            if k:
+                frame = pl.concat([frame, prev.sample(k, seed=int(rng.integers(2**31)))])
+                self._log_rows(kind, k)
         if len(frame) and contract.file_format != "parquet":
             frame = _as_text(frame)
-            k = rng.binomial(len(frame), rates.bad_value)
+            k = self._count(len(frame), rates.bad_value, f"bad_value:{name}")
             if k:
                 frame = self._bad_values(contract, frame, k)
-        k = rng.binomial(len(frame), rates.duplicate_row) if len(frame) else 0
+        kind = f"duplicate_row:{name}"
+        k = self._count(len(frame), rates.duplicate_row, kind)
         if k:
             frame = pl.concat([frame, frame.sample(k, seed=int(rng.integers(2**31)))])
-            self._log_rows(f"duplicate_row:{name}", k)
+            self._log_rows(kind, k)
         return frame
 
     def _bad_values(self, contract: Contract, frame: pl.DataFrame, k: int) -> pl.DataFrame:

@@ -62,7 +62,8 @@ def ingest_all(landing: Path, warehouse: Path, vault: Path) -> dict[str, Extract
         con.close()
 
 
-# Rare row-level defects raised so that a drop of 150 accounts × 3 months holds each of them.
+# Every defect strikes at least once in any drop; the rare ones are raised so this drop of
+# 150 accounts × 3 months holds several of each, and a meter near its wrap value really wraps.
 TEST_RATES = DefectRates().with_overrides(
     {
         "correction_bill": 0.03,

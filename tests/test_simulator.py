@@ -115,3 +115,51 @@ def test_an_unknown_defect_is_refused(tmp_path, capsys):
         ["--out", str(tmp_path / "o"), "--truth", str(tmp_path / "t"), "--defect", "gremlins=0.1"]
     )
     assert code == 2 and "gremlins" in capsys.readouterr().err
+
+
+def test_identity_numbers_carry_a_valid_check_character():
+    from simulator.population import _with_check_digit
+
+    # The check character of the published GB 11643 example.
+    assert _with_check_digit(["11010519491231002"]) == ["11010519491231002X"]
+    assert _with_check_digit([]) == []
+
+
+def test_load_curve_points_not_collected_are_null_not_nan(drop):
+    damaged = {f["path"] for f in drop.defects["files"] if f["defect"] != "extra_column"}
+    files = [
+        f
+        for f in sorted((drop.landing / "ami/load_curve").glob("*.parquet"))
+        if str(f.relative_to(drop.landing)) not in damaged
+    ]
+    points = pl.concat([pl.read_parquet(f).select([f"P{i}" for i in range(1, 97)]) for f in files])
+    assert points.null_count().sum_horizontal()[0] > 0
+    assert not any(points[c].is_nan().any() for c in points.columns)
+
+
+def test_a_tiny_drop_at_default_rates_still_carries_every_row_defect(tmp_path):
+    # Default rates, all small: about 600 bills and a dozen work orders.
+    tiny = make_drop(tmp_path, accounts=200, months=3, seed=5)
+    logged = tiny.defects["rows"]
+    for kind in (
+        "meter_change",
+        "spike",
+        "missing_day",
+        "tou_mismatch",
+        "correction_bill",
+        "reversal",
+        "compact_pay_time",
+        "cons_no_spaces:fin",
+        "orphan:ami",
+        "orphan:fin",
+        "cons_no_hb",
+        "cons_no_spaces:crm",
+        "orphan:crm",
+        "utc_z",
+        "order_disorder",
+        "duplicate_row:fin__payment",
+        "bad_value:fin__payment",
+        "late_duplicate:fin__payment",
+    ):
+        assert logged.get(kind, 0) >= 1, kind
+    assert {f["defect"] for f in tiny.defects["files"]} == set(FILE_DEFECTS)

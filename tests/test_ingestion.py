@@ -304,3 +304,59 @@ def test_a_bad_marker_names_the_field(tmp_path, marker, field):
     file = lz.LandingFile(f, "om/outage/outage_20250101.csv", "20250101", 0)
     with pytest.raises(lz.MarkerError, match=field):
         lz.read_marker(file)
+
+
+def test_defects_left_to_the_staging_layer_reach_raw_intact(ingested):
+    """Ingestion keeps raw faithful: these defects are loaded as they came, for dbt to clean."""
+    with ingested.connect() as con:
+        found = {
+            "meter_change": _scalar(con, "SELECT count(*) FROM raw.ami__meter_change"),
+            "gap": _scalar(
+                con,
+                """SELECT count(*) FROM (SELECT DATA_DATE - lag(DATA_DATE)
+                OVER (PARTITION BY METER_ID ORDER BY DATA_DATE) AS step
+                FROM raw.ami__daily_reading) WHERE step > 1""",
+            ),
+            "spike_or_wrap": _scalar(
+                con,
+                """SELECT count(*) FROM (SELECT PAP_R - lag(PAP_R)
+                OVER (PARTITION BY METER_ID ORDER BY DATA_DATE) AS step
+                FROM raw.ami__daily_reading) WHERE step < 0""",
+            ),
+            "order_disorder": _scalar(
+                con,
+                """SELECT count(*) FROM raw.crm__work_order
+                WHERE CAST(finish_time AS TIMESTAMPTZ) < CAST(accept_time AS TIMESTAMPTZ)""",
+            ),
+            "tou_mismatch": _scalar(
+                con,
+                """SELECT count(*) FROM raw.mkt__monthly_bill
+                WHERE TIP_PQ + PEAK_PQ + FLAT_PQ + VALLEY_PQ > 0
+                  AND abs(TIP_PQ + PEAK_PQ + FLAT_PQ + VALLEY_PQ - T_PQ) > 1""",
+            ),
+            "orphan_fin": _scalar(
+                con,
+                """SELECT count(*) FROM raw.fin__payment p WHERE NOT EXISTS
+                (SELECT 1 FROM raw.mkt__cons_archive a
+                 WHERE ltrim(a.CONS_NO, '0') = ltrim(trim(p.CONS_NO), '0'))""",
+            ),
+            "orphan_ami": _scalar(
+                con,
+                """SELECT count(*) FROM raw.ami__daily_reading r
+                WHERE NOT EXISTS (SELECT 1 FROM raw.mkt__cons_archive a
+                                  WHERE a.CONS_NO = r.CONS_NO)""",
+            ),
+            "z_and_offset": _scalar(
+                con,
+                """SELECT count(DISTINCT right(accept_time, 1))
+                FROM raw.crm__work_order""",
+            ),
+        }
+        quarantined = _scalar(
+            con,
+            """SELECT count(*) FROM ops.quarantine
+            WHERE reason NOT LIKE '%#VALUE!%' AND reason NOT LIKE '%??%'""",
+        )
+    assert all(v > 0 for v in found.values()), found
+    assert found["z_and_offset"] == 2  # 'Z' and '+08:00' both arrive
+    assert quarantined == 0  # only the injected bad values are quarantined

@@ -52,6 +52,7 @@ class Column:
     required: bool = False
     pattern: str | None = None
     enum: tuple[str, ...] = ()
+    enum_labels: tuple[tuple[str, str], ...] = ()  # (value, label) where a label is given
     minimum: float | None = None
     maximum: float | None = None
     business_name: str | None = None
@@ -79,6 +80,8 @@ class Contract:
     business_key: tuple[str, ...]
     business_name: str | None
     columns: tuple[Column, ...] = field(default_factory=tuple)
+    purpose: str | None = None
+    latency_days: int | None = None  # slaProperties latency: the longest wait for a new load
 
     @property
     def name(self) -> str:
@@ -156,6 +159,9 @@ def _parse_column(path: Path, where: str, prop: dict[str, Any]) -> Column:
         required=bool(prop.get("required", False)),
         pattern=pattern,
         enum=tuple(str(e["value"]) for e in prop.get("enum", [])),
+        enum_labels=tuple(
+            (str(e["value"]), str(e["label"])) for e in prop.get("enum", []) if "label" in e
+        ),
         minimum=options.get("minimum"),
         maximum=options.get("maximum"),
         business_name=prop.get("businessName"),
@@ -213,6 +219,9 @@ def load_contract(path: Path) -> Contract:
     unknown = [k for k in business_key if k not in names and not k.startswith("_")]
     if unknown:
         raise _fail(path, "schema/0/customProperties/businessKey", f"unknown columns {unknown}")
+    latency = [s for s in doc.get("slaProperties", []) if s.get("property") == "latency"]
+    if latency and (latency[0].get("unit") not in ("d", "day", "days") or not latency[0]["value"]):
+        raise _fail(path, "slaProperties/latency", "needs a positive value in days (unit: d)")
     return Contract(
         path=path,
         id=doc["id"],
@@ -229,6 +238,8 @@ def load_contract(path: Path) -> Contract:
         business_key=business_key,
         business_name=obj.get("businessName"),
         columns=columns,
+        purpose=(doc.get("description") or {}).get("purpose"),
+        latency_days=int(latency[0]["value"]) if latency else None,
     )
 
 

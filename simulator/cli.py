@@ -79,6 +79,7 @@ def simulate(
             rows += len(frame)
     truth.mkdir(parents=True, exist_ok=True)
     sim.truth().write_parquet(truth / "accounts.parquet")
+    sim.monthly_energy().write_parquet(truth / "monthly_energy.parquet")
     summary = {
         "accounts": accounts,
         "months": window,

@@ -135,6 +135,7 @@ class Simulation:
         self.meter_ids = np.array([f"33{i:07d}" for i in range(n)])
         self.archive_text = self._archive_text()
         self.defect_log: dict[str, int] = {}
+        self.energy_log: list[pl.DataFrame] = []
 
     # ----------------------------------------------------------------------------------------
     def _log(self, kind: str, count: int) -> None:
@@ -179,6 +180,16 @@ class Simulation:
         kinds = [day_kind(d) for d in days]
 
         energy = self._energy(t, ym, active, di, kinds)  # cents, shape (active, days)
+        self.energy_log.append(
+            pl.DataFrame(
+                {
+                    "cons_no": self.pop.cons_no[active],
+                    "month": ym,
+                    "kwh": energy.sum(axis=1) / 100.0,
+                },
+                schema={"cons_no": pl.String, "month": pl.Int32, "kwh": pl.Float64},
+            )
+        )
         tables: dict[str, pl.DataFrame] = {}
         reading, changes = self._readings(active, days, energy)
         tables["ami__daily_reading"] = reading
@@ -326,6 +337,7 @@ class Simulation:
             ]
         )
         orphan = self._orphan_rows(frame, "CONS_NO", "orphan:ami")
+        orphan = orphan.with_columns(("39" + pl.col("CONS_NO").str.slice(1)).alias("METER_ID"))
         changes = pl.DataFrame(
             change_rows,
             schema={
@@ -340,7 +352,11 @@ class Simulation:
         return pl.concat([frame, orphan]), changes
 
     def _orphan_rows(self, frame: pl.DataFrame, col: str, kind: str) -> pl.DataFrame:
-        """Copies of a few rows re-keyed to accounts that no archive knows."""
+        """Copies of a few rows re-keyed to accounts that no archive knows.
+
+        The caller gives them their own identifiers (payment number, meter): an unknown
+        account's rows are its own, never a second version of a known account's row.
+        """
         k = int(self._hits(len(frame), self.d.orphan, kind).sum())
         if k == 0:
             return frame.clear()
@@ -636,9 +652,16 @@ class Simulation:
             )
             repaid = orig.with_columns(pl.Series("PAY_SN", rsn[k:]))
             frame = pl.concat([frame, reversal, repaid])
-        orphans = self._orphan_rows(frame, "CONS_NO", "orphan:fin")
+        orphans = self._orphan_rows(
+            frame.filter(pl.col("REV_FLAG") == "0"), "CONS_NO", "orphan:fin"
+        )
         if len(orphans):
-            orphans = orphans.with_columns(pl.col("CONS_NO").str.strip_chars_start("0"))
+            osn = [f"PS{s.pay_seq + i:012d}" for i in range(len(orphans))]
+            s.pay_seq += len(orphans)
+            orphans = orphans.with_columns(
+                pl.Series("PAY_SN", osn, dtype=pl.String),
+                pl.col("CONS_NO").str.strip_chars_start("0"),
+            )
             frame = pl.concat([frame, orphans])
         return frame
 
@@ -833,8 +856,11 @@ class Simulation:
             else str(rng.choice(["95598", "wechat", "hall"], p=[0.75, 0.15, 0.10]))
         )
         content = _CONTENT[otype][int(rng.integers(len(_CONTENT[otype])))]
-        if rng.random() < 0.15 and pop.mobile[i]:
+        # Agents paste phone numbers into the text; at least once per drop, so that
+        # redaction always has something to prove itself on.
+        if pop.mobile[i] and (rng.random() < 0.15 or "phone_in_text" not in self.defect_log):
             content += f"，联系电话{pop.mobile[i]}"
+            self._log("phone_in_text", 1)
         if otype == "投诉" and rng.random() < 0.3:
             content += " 😡"
         if rng.random() < 0.05:
@@ -900,6 +926,10 @@ class Simulation:
         )
 
     # ----------------------------------------------------------------------------------------
+    def monthly_energy(self) -> pl.DataFrame:
+        """Per account and month: the energy actually consumed, kWh (what metering must recover)."""
+        return pl.concat(self.energy_log) if self.energy_log else pl.DataFrame()
+
     def truth(self) -> pl.DataFrame:
         """Per account: archetype, intended segment, and the next-3-month default outcome."""
         pop, rng = self.pop, self.rng

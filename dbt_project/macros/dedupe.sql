@@ -1,0 +1,35 @@
+{#- Keep one row per business key of a raw table (the key comes from its data contract, via
+    the generated macro business_key): the latest extract wins (file names sort by extraction date,
+    then re-extract number), and within one file the last row. -#}
+{% macro latest_per_key(table_name, key=none) -%}
+    {%- set key = key or business_key(table_name) -%}
+    select *
+    from {{ source('raw', table_name) }}
+    qualify row_number() over (
+        partition by {{ key | join(', ') }}
+        order by _source_file desc, _row_number desc
+    ) = 1
+{%- endmacro %}
+
+
+{#- Local Asia/Shanghai wall-clock time from an ISO-8601 text with `Z` or `+08:00`. -#}
+{% macro to_shanghai(column) -%}
+    timezone('Asia/Shanghai', cast({{ column }} as timestamptz))
+{%- endmacro %}
+
+{#- YYYYMM text → the first day of that month. -#}
+{% macro month_start(ym) -%}
+    make_date(cast(left({{ ym }}, 4) as integer), cast(right({{ ym }}, 2) as integer), 1)
+{%- endmacro %}
+
+{#- YYYYMMDD text, `00000000` or empty → date or null. -#}
+{% macro yyyymmdd(column) -%}
+    case when {{ column }} is null or {{ column }} in ('', '00000000') then null
+         else try_strptime({{ column }}, '%Y%m%d')::date end
+{%- endmacro %}
+
+{#- The label of a code from the contracts' code tables (stg_contracts__code_values). -#}
+{% macro code_label(extract, column, expr, lang='en') -%}
+    (select label_{{ lang }} from {{ ref('stg_contracts__code_values') }} as cv
+     where cv.extract = '{{ extract }}' and cv.column_name = '{{ column }}' and cv.code = {{ expr }})
+{%- endmacro %}

@@ -1,0 +1,35 @@
+-- Records of accounts that no archive snapshot knows (or that carry no usable account number),
+-- kept and counted per source so they can be chased, never joined to a customer.
+with known as (
+    select customer_id from {{ ref('dim_customer') }}
+),
+
+records as (
+    select 'ami.daily_reading' as source, customer_id, reading_date as record_date
+    from {{ ref('stg_ami__daily_readings') }}
+    union all
+    select 'ami.load_curve', customer_id, reading_date from {{ ref('stg_ami__load_curves') }}
+    union all
+    select 'mkt.monthly_bill', customer_id, bill_month from {{ ref('stg_mkt__bills') }}
+    union all
+    select 'fin.payment', customer_id, paid_at::date from {{ ref('stg_fin__payments') }}
+    union all
+    select 'fin.arrears', customer_id, snapshot_date from {{ ref('stg_fin__arrears') }}
+    union all
+    select 'crm.work_order', customer_id, accepted_at::date from {{ ref('stg_crm__work_orders') }}
+),
+
+final as (
+    select
+        source,
+        customer_id,
+        customer_id is null as is_unidentified,
+        count(*) as records,
+        min(record_date) as first_record_date,
+        max(record_date) as last_record_date
+    from records
+    where customer_id is null or customer_id not in (select customer_id from known)
+    group by source, customer_id
+)
+
+select * from final

@@ -1,0 +1,201 @@
+-- One row per customer and as-of month: the four dimensions of the segmentation design
+-- (usage, behaviour, demand, credit), each from data known at the end of the as-of month.
+-- Windows are trailing months including the as-of month.
+{%- set usage_sums = [
+    'kwh', 'days_measured', 'days_estimated', 'days_spike_adjusted', 'tip_kwh', 'peak_kwh',
+    'flat_kwh', 'valley_kwh', 'rate_kwh', 'clean_days', 'clean_kwh', 'clean_kwh_sq',
+    'workdays', 'workday_kwh', 'restdays', 'restday_kwh', 'holidays', 'holiday_kwh',
+    'summer_days', 'summer_kwh', 'winter_days', 'winter_kwh', 'shoulder_days', 'shoulder_kwh',
+    'cool_n', 'cool_x', 'cool_xx', 'cool_y', 'cool_xy', 'heat_n', 'heat_x', 'heat_xx',
+    'heat_y', 'heat_xy'
+] %}
+{%- set activity_sums = [
+    'payments', 'payments_counter', 'payments_bank', 'payments_app', 'payments_wechat',
+    'payments_alipay', 'payments_terminal', 'payments_online', 'paid_yuan', 'prepaid_yuan',
+    'reversals', 'work_orders', 'repairs', 'complaints', 'enquiries', 'service_requests',
+    'suggestions', 'praises', 'rated_orders', 'satisfaction_points', 'dissatisfied',
+    'outages', 'outage_minutes'
+] %}
+
+with spine as (
+    select * from {{ ref('int_customer_months') }}
+),
+
+usage as (
+    select * from {{ ref('int_customer_month_usage') }}
+),
+
+load as (
+    select * from {{ ref('int_customer_month_load') }}
+),
+
+activity as (
+    select * from {{ ref('int_customer_month_activity') }}
+),
+
+credit as (
+    select * from {{ ref('int_customer_month_credit') }}
+),
+
+monthly as (
+    select
+        spine.*,
+        {%- for c in usage_sums %}
+        usage.{{ c }} as m_{{ c }},
+        {%- endfor %}
+        load.peak_kw as m_peak_kw,
+        load.kw_sum as m_kw_sum,
+        load.points as m_points,
+        {%- for c in activity_sums %}
+        activity.{{ c }} as m_{{ c }},
+        {%- endfor %}
+        activity.bill_yuan as m_bill_yuan,
+        activity.tariff_code as m_tariff_code,
+        activity.is_tou_billed as m_is_tou_billed,
+        activity.arrears_yuan as m_arrears_yuan,
+        activity.late_fee_yuan as m_late_fee_yuan,
+        activity.max_days_overdue as m_max_days_overdue
+    from spine
+    left join usage
+        on usage.customer_id = spine.customer_id and usage.usage_month = spine.as_of_month
+    left join load
+        on load.customer_id = spine.customer_id and load.load_month = spine.as_of_month
+    left join activity
+        on activity.customer_id = spine.customer_id and activity.activity_month = spine.as_of_month
+),
+
+rolled as (
+    select
+        customer_id,
+        as_of_month,
+        month_index,
+        elec_type_code,
+        is_residential,
+        district_code,
+        status_code,
+        special_flag,
+        is_tou,
+        contract_capacity_kva,
+        opened_date,
+        birth_year,
+        m_kwh,
+        {%- for c in usage_sums %}
+        {{ trailing('sum(m_' ~ c ~ ')') }} as s_{{ c }},
+        {%- endfor %}
+        {{ trailing('count(m_kwh)') }} as s_months_with_energy,
+        {{ trailing('sum(m_valley_kwh)', 6) }} as s6_valley_kwh,
+        {{ trailing('sum(m_rate_kwh)', 6) }} as s6_rate_kwh,
+        {{ trailing('regr_slope(m_kwh, month_index)') }} as kwh_slope_per_month,
+        {{ trailing('max(m_peak_kw)') }} as s_peak_kw,
+        {{ trailing('sum(m_kw_sum)') }} as s_kw_sum,
+        {{ trailing('sum(m_points)') }} as s_points,
+        {%- for c in activity_sums %}
+        {{ trailing('sum(m_' ~ c ~ ')') }} as s_{{ c }},
+        {%- endfor %}
+        {{ trailing('sum(m_complaints)', 3) }} as s3_complaints,
+        {{ trailing('avg(m_bill_yuan)') }} as s_avg_bill_yuan,
+        m_bill_yuan,
+        {{ trailing('last_value(m_tariff_code ignore nulls)') }} as s_tariff_code,
+        {{ trailing('bool_or(m_is_tou_billed)') }} as s_is_tou_billed,
+        {{ trailing('count(*) filter (where m_arrears_yuan > 0)') }} as s_arrears_months,
+        {{ trailing('sum(m_late_fee_yuan)') }} as s_late_fee_yuan,
+        m_arrears_yuan,
+        m_late_fee_yuan,
+        m_max_days_overdue
+    from monthly
+),
+
+final as (
+    select
+        rolled.customer_id,
+        rolled.as_of_month,
+        -- attributes in the as-of month
+        rolled.elec_type_code,
+        rolled.is_residential,
+        rolled.district_code,
+        rolled.status_code,
+        rolled.special_flag,
+        rolled.is_tou,
+        rolled.contract_capacity_kva::double as contract_capacity_kva,
+        case when rolled.opened_date is not null
+            then date_diff('month', rolled.opened_date, rolled.as_of_month) end as tenure_months,
+        case when rolled.is_residential and rolled.birth_year is not null
+            then year(rolled.as_of_month) - rolled.birth_year end as holder_age_years,
+
+        -- usage
+        coalesce(rolled.m_kwh, 0) as kwh_month,
+        coalesce(rolled.s_kwh, 0) as kwh_12m,
+        {{ safe_ratio('rolled.s_kwh', 'rolled.s_months_with_energy') }} as kwh_avg_month_12m,
+        {{ safe_ratio('rolled.s_kwh', 'rolled.s_days_measured') }} as kwh_avg_day_12m,
+        rolled.s_months_with_energy::integer as months_with_energy_12m,
+        {{ safe_ratio('rolled.s_days_estimated', 'rolled.s_days_measured') }} as estimated_day_share_12m,
+        {{ safe_ratio('rolled.s_tip_kwh', 'rolled.s_rate_kwh') }} as tip_share_12m,
+        {{ safe_ratio('rolled.s_peak_kwh', 'rolled.s_rate_kwh') }} as peak_share_12m,
+        {{ safe_ratio('rolled.s_flat_kwh', 'rolled.s_rate_kwh') }} as flat_share_12m,
+        {{ safe_ratio('rolled.s_valley_kwh', 'rolled.s_rate_kwh') }} as valley_share_12m,
+        {{ safe_ratio('rolled.s_tip_kwh + rolled.s_peak_kwh', 'rolled.s_valley_kwh') }} as peak_valley_ratio_12m,
+        case when rolled.s_clean_days >= 2 and rolled.s_clean_kwh > 0 then
+            sqrt(greatest(
+                (rolled.s_clean_kwh_sq - rolled.s_clean_kwh * rolled.s_clean_kwh / rolled.s_clean_days)
+                / (rolled.s_clean_days - 1), 0))
+            / (rolled.s_clean_kwh / rolled.s_clean_days)
+        end as daily_cv_12m,
+        {{ safe_ratio('rolled.s_kw_sum', 'rolled.s_points') }} / nullif(rolled.s_peak_kw, 0) as load_factor_12m,
+        rolled.s_peak_kw as peak_kw_12m,
+        {{ safe_ratio(safe_ratio('rolled.s_summer_kwh', 'rolled.s_summer_days'), safe_ratio('rolled.s_clean_kwh', 'rolled.s_clean_days')) }} as summer_ratio_12m,
+        {{ safe_ratio(safe_ratio('rolled.s_winter_kwh', 'rolled.s_winter_days'), safe_ratio('rolled.s_clean_kwh', 'rolled.s_clean_days')) }} as winter_ratio_12m,
+        {{ safe_ratio(safe_ratio('rolled.s_shoulder_kwh', 'rolled.s_shoulder_days'), safe_ratio('rolled.s_clean_kwh', 'rolled.s_clean_days')) }} as shoulder_ratio_12m,
+        {{ safe_ratio(safe_ratio('rolled.s_restday_kwh', 'rolled.s_restdays'), safe_ratio('rolled.s_workday_kwh', 'rolled.s_workdays')) }} as weekend_weekday_ratio_12m,
+        {{ safe_ratio(safe_ratio('rolled.s_holiday_kwh', 'rolled.s_holidays'), safe_ratio('rolled.s_workday_kwh', 'rolled.s_workdays')) }} as holiday_ratio_12m,
+        {{ slope_from_sums('rolled.s_cool_n', 'rolled.s_cool_x', 'rolled.s_cool_xx', 'rolled.s_cool_y', 'rolled.s_cool_xy') }} as cooling_slope_kwh_per_c,
+        {{ slope_from_sums('rolled.s_heat_n', 'rolled.s_heat_x', 'rolled.s_heat_xx', 'rolled.s_heat_y', 'rolled.s_heat_xy') }} as heating_slope_kwh_per_c,
+        case when rolled.s_months_with_energy >= 6 then
+            rolled.kwh_slope_per_month / nullif(rolled.s_kwh / rolled.s_months_with_energy, 0)
+        end as kwh_trend_12m,
+
+        -- behaviour
+        rolled.m_bill_yuan::double as bill_yuan_month,
+        rolled.s_avg_bill_yuan::double as bill_yuan_avg_12m,
+        rolled.s_tariff_code as tariff_code,
+        coalesce(rolled.s_is_tou_billed, false) as is_tou_billed_12m,
+        coalesce(rolled.s_payments, 0)::integer as payments_12m,
+        {%- for name in ['counter', 'bank', 'app', 'wechat', 'alipay', 'terminal'] %}
+        {{ safe_ratio('rolled.s_payments_' ~ name, 'rolled.s_payments') }} as pay_share_{{ name }}_12m,
+        {%- endfor %}
+        {{ safe_ratio('rolled.s_payments_online', 'rolled.s_payments') }} as online_pay_share_12m,
+        {{ safe_ratio('coalesce(rolled.s_prepaid_yuan, 0)', 'rolled.s_paid_yuan') }}::double as prepay_share_12m,
+        credit.avg_days_paid_after_due_12m,
+        {{ safe_ratio('rolled.s6_valley_kwh', 'rolled.s6_rate_kwh') }}
+            - {{ safe_ratio('rolled.s_valley_kwh - rolled.s6_valley_kwh', 'rolled.s_rate_kwh - rolled.s6_rate_kwh') }}
+            as valley_shift_6m,
+
+        -- demand
+        coalesce(rolled.s_work_orders, 0)::integer as work_orders_12m,
+        coalesce(rolled.s_repairs, 0)::integer as repairs_12m,
+        coalesce(rolled.s_complaints, 0)::integer as complaints_12m,
+        coalesce(rolled.s3_complaints, 0)::integer as complaints_3m,
+        coalesce(rolled.s_enquiries, 0)::integer as enquiries_12m,
+        coalesce(rolled.s_service_requests, 0)::integer as service_requests_12m,
+        coalesce(rolled.s_suggestions, 0)::integer as suggestions_12m,
+        coalesce(rolled.s_praises, 0)::integer as praises_12m,
+        {{ safe_ratio('rolled.s_satisfaction_points', 'rolled.s_rated_orders') }}::double as satisfaction_avg_12m,
+        coalesce(rolled.s_dissatisfied, 0)::integer as dissatisfied_12m,
+        coalesce(rolled.s_outages, 0)::integer as outages_12m,
+        coalesce(rolled.s_outage_minutes, 0)::double as outage_minutes_12m,
+
+        -- credit
+        coalesce(credit.late_bills_3m, 0)::integer as late_bills_3m,
+        coalesce(credit.late_bills_6m, 0)::integer as late_bills_6m,
+        coalesce(credit.late_bills_12m, 0)::integer as late_bills_12m,
+        coalesce(credit.max_days_late_12m, 0)::integer as max_days_late_12m,
+        coalesce(credit.unpaid_due_bills, 0)::integer as unpaid_due_bills,
+        coalesce(rolled.m_arrears_yuan, 0)::double as arrears_yuan,
+        greatest(coalesce(rolled.m_max_days_overdue, 0), 0)::integer as arrears_max_days_overdue,
+        coalesce(rolled.m_late_fee_yuan, 0)::double as late_fee_yuan,
+        coalesce(rolled.s_arrears_months, 0)::integer as arrears_months_12m,
+        coalesce(rolled.s_reversals, 0)::integer as reversals_12m
+    from rolled
+    left join credit using (customer_id, as_of_month)
+)
+
+select * from final

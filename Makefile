@@ -20,9 +20,21 @@ KEY_FILE := data/.pii_key
 # PII_KEY from the environment, else a local key made once (with a warning) for demos.
 WITH_KEY = PII_KEY="$${PII_KEY:-$$(cat $(KEY_FILE))}"
 
-.PHONY: demo run test ui setup simulate lint format bench-simulator clean key
+# dbt runs with the warehouse path given explicitly (absolute), whatever the working directory.
+DBT = $(VENV)/bin/dbt
+DBT_ARGS = --project-dir dbt_project --profiles-dir dbt_project \
+  --vars '{"warehouse_path": "$(abspath $(WAREHOUSE_PATH))"}'
+MANIFEST := dbt_project/target/manifest.json
+DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests \
+  -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
 
-setup: $(STAMP)
+.PHONY: demo run test ui setup simulate lint format bench-simulator clean key docs freshness
+
+## setup: the venv with the pinned dependencies, and the dbt manifest the code location reads
+setup: $(STAMP) $(MANIFEST)
+
+$(MANIFEST): $(STAMP) $(DBT_FILES)
+	$(PY) -m orchestration parse
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,7 +66,7 @@ run: setup key
 
 ## test: set up, then the whole suite
 test: setup
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 ## ui: the Dagster UI on http://127.0.0.1:3000
 ui: setup key
@@ -72,5 +84,14 @@ format: setup
 bench-simulator: setup
 	$(PY) bench/bench_simulator.py --accounts $${BENCH_ACCOUNTS:-100000}
 
+## docs: dbt's documentation site (catalog from the warehouse) in dbt_project/target
+docs: setup
+	$(DBT) docs generate $(DBT_ARGS)
+	@echo "serve with: $(DBT) docs serve --project-dir dbt_project --profiles-dir dbt_project"
+
+## freshness: dbt source freshness of the raw tables (load time against each contract's latency)
+freshness: setup
+	$(DBT) source freshness $(DBT_ARGS)
+
 clean:
-	rm -rf data .dagster_home
+	rm -rf data .dagster_home dbt_project/target

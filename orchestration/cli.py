@@ -1,4 +1,5 @@
-"""``python -m orchestration run|summary``: the whole pipeline without the UI, and its summary."""
+"""``python -m orchestration run|summary|parse``: the whole pipeline without the UI, its summary,
+and the dbt manifest the code location needs."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from orchestration.settings import Settings
 
 def run_pipeline() -> bool:
     """Materialise every asset (with its checks) in this process; True when all succeeded."""
-    from orchestration.definitions import defs
+    from orchestration.definitions import build_definitions
 
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = build_definitions().resolve_implicit_global_asset_job_def()
     # With DAGSTER_HOME set (the Makefile sets it) runs land in the history `make ui` shows.
     has_home = bool(os.environ.get("DAGSTER_HOME"))
     instance = dg.DagsterInstance.get() if has_home else dg.DagsterInstance.ephemeral()
@@ -69,15 +70,36 @@ def summary(settings: Settings) -> str:
             f"{loaded:,}, quarantined {quarantined:,}"
         )
     lines.append(f"unexplained rows (marker − loaded − quarantined): {unexplained}")
+    lines += _warehouse_lines(settings)
     lines.append(f"warehouse: {settings.warehouse_path}   vault: {settings.pii_vault_path}")
     lines.append(f"rejected files moved to: {settings.landing_dir / '_rejected'}")
     return "\n".join(lines)
 
 
+def _warehouse_lines(settings: Settings) -> list[str]:
+    """Row counts of the marts, when dbt has built them."""
+    with settings.connect(read_only=True) as con:
+        tables = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'marts' "
+            "ORDER BY table_name"
+        ).fetchall()
+        counts = [
+            (t, con.execute(f'SELECT count(*) FROM marts."{t}"').fetchone()[0]) for (t,) in tables
+        ]
+    if not counts:
+        return ["", "marts: not built yet"]
+    return ["", "marts:"] + [f"  {t:<24}{n:>12,}" for t, n in counts]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestration")
-    p.add_argument("command", choices=["run", "summary"])
+    p.add_argument("command", choices=["run", "summary", "parse"])
     args = p.parse_args(argv)
+    if args.command == "parse":
+        from orchestration.assets.warehouse import parse_project
+
+        print(f"dbt manifest: {parse_project()}")
+        return 0
     settings = Settings.from_env()
     if args.command == "run":
         ok = run_pipeline()

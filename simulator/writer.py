@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data_contracts import Contract
 from simulator.calendar import month_add
@@ -87,6 +89,22 @@ def file_name(contract: Contract, period: int, seq: int | None = None) -> str:
     return f"{contract.extract}_{day:%Y%m%d}{suffix}.{contract.extension}"
 
 
+def _break_parquet(data: bytes) -> bytes:
+    """Damage a data page behind the intact footer so the file no longer reads.
+
+    Zeroes in an incompressible page (zstd stores such pages raw) would still read, as
+    silently wrong numbers, so then the first page header is damaged instead: the defect is a
+    file that cannot be read, as the interface defines it.
+    """
+    cut = len(data) // 2
+    damaged = data[:cut] + bytes(512) + data[cut + 512 :]
+    try:
+        pq.read_table(io.BytesIO(damaged))
+    except (OSError, pa.ArrowException):
+        return damaged
+    return data[:4] + bytes(64) + data[68:]
+
+
 def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
     """Every column as the text a CSV or JSON export would carry."""
     out = []
@@ -141,8 +159,7 @@ class DropWriter:
         if "bad_encoding" in defects:
             data = self._break_gbk(data)
         if "broken_parquet" in defects:
-            cut = len(data) // 2
-            data = data[:cut] + bytes(512) + data[cut + 512 :]
+            data = _break_parquet(data)
         folder = self.out / contract.folder
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / file_name(contract, period)

@@ -94,3 +94,11 @@ def ingested(drop: Drop, tmp_path_factory: pytest.TempPathFactory) -> Ingested:
     warehouse, vault = root / "warehouse.duckdb", root / "vault.duckdb"
     outcomes = ingest_all(landing, warehouse, vault)
     return Ingested(drop, landing, warehouse, vault, outcomes)
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dbt manifest, parsed once per test process into its own target folder."""
+    from orchestration.assets.warehouse import parse_project
+
+    return parse_project(tmp_path_factory.mktemp("dbt_target"))

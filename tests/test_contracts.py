@@ -86,3 +86,12 @@ def test_a_bad_pattern_is_refused(tmp_path):
     )
     with pytest.raises(ContractError, match=r"logicalTypeOptions\.pattern"):
         load_contract(path)
+
+
+def test_the_generated_dbt_files_follow_the_contracts():
+    from data_contracts.dbt_sources import generated_files
+
+    for path, text in generated_files().items():
+        assert path.read_text("utf-8") == text, (
+            f"{path} is stale: run `python -m data_contracts.dbt_sources`"
+        )

@@ -1,21 +1,60 @@
+import importlib
 import shutil
 
 import dagster as dg
+import pytest
 
-from orchestration.definitions import defs
+from orchestration.assets.warehouse import dbt_resource, manifest_path
+from orchestration.definitions import build_definitions
 from orchestration.resources import FinegridResource
+from orchestration.settings import ConfigError
 from tests.conftest import PII_KEY
 
 
-def test_one_asset_and_two_checks_per_extract():
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+@pytest.fixture(scope="module")
+def defs(dbt_manifest):
+    return build_definitions(dbt_manifest)
+
+
+def _raw_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    return [k for k in keys if k.path[0] == "raw"]
+
+
+def test_one_asset_and_two_checks_per_extract(defs):
+    keys = {k.to_user_string() for k in _raw_keys(defs)}
     assert {"raw/mkt__cons_archive", "raw/fin__payment", "raw/ami__load_curve"} <= keys
     assert len(keys) == 11
-    checks = defs.resolve_asset_graph().asset_check_keys
+    checks = [
+        c for c in defs.resolve_asset_graph().asset_check_keys if c.asset_key.path[0] == "raw"
+    ]
     assert len(checks) == 22
 
 
-def test_the_whole_ingestion_materialises_and_its_checks_pass(drop, tmp_path, monkeypatch):
+def test_importing_the_code_location_reads_no_manifest(monkeypatch):
+    """The module declares a loader; the manifest is read only when Dagster asks for it."""
+    import orchestration.assets.warehouse as warehouse
+    import orchestration.definitions as definitions
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("manifest read")
+
+    monkeypatch.setattr(warehouse, "manifest_path", refuse)
+    try:
+        importlib.reload(definitions)  # raises if the import itself reads the manifest
+        with pytest.raises(AssertionError, match="manifest read"):
+            definitions.build_definitions()
+    finally:
+        monkeypatch.undo()
+        importlib.reload(definitions)
+
+
+def test_a_missing_manifest_says_what_to_run(tmp_path):
+    with pytest.raises(ConfigError, match="make setup"):
+        manifest_path(tmp_path / "target")
+
+
+def test_the_whole_ingestion_materialises_and_its_checks_pass(defs, drop, tmp_path, monkeypatch):
     landing = tmp_path / "landing"
     shutil.copytree(drop.landing, landing)
     monkeypatch.setenv("PII_KEY", PII_KEY)
@@ -24,9 +63,11 @@ def test_the_whole_ingestion_materialises_and_its_checks_pass(drop, tmp_path, mo
         warehouse_path=str(tmp_path / "w.duckdb"),
         pii_vault_path=str(tmp_path / "v.duckdb"),
     )
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
-        resources={"finegrid": resource}, instance=dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=_raw_keys(defs),
+        resources={"finegrid": resource, "dbt": dbt_resource()},
+        instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
     evaluations = [
@@ -45,7 +86,7 @@ def test_the_whole_ingestion_materialises_and_its_checks_pass(drop, tmp_path, mo
     assert sum(m["files_rejected"].value for m in materialised.values()) >= 6
 
 
-def test_a_missing_key_fails_with_a_clear_message(drop, tmp_path, monkeypatch):
+def test_a_missing_key_fails_with_a_clear_message(defs, drop, tmp_path, monkeypatch):
     monkeypatch.delenv("PII_KEY", raising=False)
     landing = tmp_path / "landing"
     shutil.copytree(drop.landing / "mkt", landing / "mkt")
@@ -55,7 +96,7 @@ def test_a_missing_key_fails_with_a_clear_message(drop, tmp_path, monkeypatch):
         pii_vault_path=str(tmp_path / "v.duckdb"),
     )
     result = dg.materialize(
-        [a for a in defs.assets if "mkt__cons_archive" in str(a.key)],
+        [a for a in defs.assets if dg.AssetKey(["raw", "mkt__cons_archive"]) in a.keys],
         resources={"finegrid": resource},
         raise_on_error=False,
         instance=dg.DagsterInstance.ephemeral(),

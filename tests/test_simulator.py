@@ -163,3 +163,13 @@ def test_a_tiny_drop_at_default_rates_still_carries_every_row_defect(tmp_path):
     ):
         assert logged.get(kind, 0) >= 1, kind
     assert {f["defect"] for f in tiny.defects["files"]} == set(FILE_DEFECTS)
+
+
+def test_broken_parquet_files_really_do_not_read(drop):
+    import pyarrow.parquet as pq
+
+    broken = drop.files_with("broken_parquet")
+    assert broken
+    for path in broken:
+        with pytest.raises(Exception):  # noqa: B017 — any reader error will do
+            pq.read_table(drop.landing / path)

@@ -2,7 +2,7 @@
 -- counts when it was fully measured without a gap crossing into it; it fails when the two
 -- differ by more than var('reconcile_tolerance') of the bill. The test errors (a row comes
 -- back) when more than var('reconcile_max_failure_rate') of the months fail.
-{{ config(severity='error') }}
+{{ config(severity='error', meta={'dagster': {'ref': {'name': 'fct_monthly_bills'}}}) }}
 
 with metered as (
     select

@@ -24,6 +24,8 @@ days as (
         calendar.is_public_holiday,
         calendar.season,
         weather.t_mean_c,
+        energy.tip_kwh is not null and energy.peak_kwh is not null
+            and energy.flat_kwh is not null and energy.valley_kwh is not null as has_all_rates,
         greatest(weather.t_mean_c - {{ var('cooling_base_c') }}, 0) as cdd,
         greatest({{ var('heating_base_c') }} - weather.t_mean_c, 0) as hdd
     from energy
@@ -42,11 +44,11 @@ final as (
         count(kwh) as days_measured,
         count(*) filter (where is_estimated) as days_estimated,
         count(*) filter (where is_spike_adjusted) as days_spike_adjusted,
-        sum(tip_kwh) filter (where tip_kwh is not null) as tip_kwh,
-        sum(peak_kwh) filter (where tip_kwh is not null) as peak_kwh,
-        sum(flat_kwh) filter (where tip_kwh is not null) as flat_kwh,
-        sum(valley_kwh) filter (where tip_kwh is not null) as valley_kwh,
-        sum(kwh) filter (where tip_kwh is not null) as rate_kwh,
+        sum(tip_kwh) filter (where has_all_rates) as tip_kwh,
+        sum(peak_kwh) filter (where has_all_rates) as peak_kwh,
+        sum(flat_kwh) filter (where has_all_rates) as flat_kwh,
+        sum(valley_kwh) filter (where has_all_rates) as valley_kwh,
+        sum(kwh) filter (where has_all_rates) as rate_kwh,
         -- Day-level statistics on clean days only (spikes, gaps and bad steps excluded).
         count(*) filter (where is_clean) as clean_days,
         sum(kwh) filter (where is_clean) as clean_kwh,

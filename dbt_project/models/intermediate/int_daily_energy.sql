@@ -57,7 +57,10 @@ measured as (
         register_step < 0 and previous_kwh >= 0.9 * wrap_at
             and register_kwh + wrap_at - previous_kwh < 0.1 * wrap_at as is_rollover,
         {%- for r in rates %}
-        case when {{ r }}_step >= 0 then {{ r }}_step end as span_{{ r }}_kwh,
+        -- A period register can neither fall nor outrun the total: such a step is unknown.
+        case
+            when {{ r }}_step >= 0 and {{ r }}_step <= coalesce(register_step, 0) + 0.011 then {{ r }}_step
+        end as span_{{ r }}_kwh,
         {%- endfor %}
         is_meter_change,
         exists (

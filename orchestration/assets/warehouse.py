@@ -1,0 +1,87 @@
+"""The dbt project as Dagster assets: raw → staging → intermediate → marts, dbt tests as checks.
+
+Nothing here runs dbt or reads the environment at import: the manifest is built by `make setup`
+(``python -m orchestration parse``) or a test fixture, and read when definitions are built.
+"""
+
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from orchestration.resources import FinegridResource
+from orchestration.settings import ConfigError, Settings
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+DEFAULT_TARGET = DBT_PROJECT_DIR / "target"
+LAYERS = ("staging", "intermediate", "marts")
+
+
+def manifest_path(target_dir: Path = DEFAULT_TARGET) -> Path:
+    """Where `parse` leaves the manifest; a clear error when it has not been built."""
+    path = target_dir / "manifest.json"
+    if not path.exists():
+        raise ConfigError(
+            f"no dbt manifest at {path}: run `make setup` (or `python -m orchestration parse`) "
+            "after changing the dbt project"
+        )
+    return path
+
+
+def parse_project(target_dir: Path = DEFAULT_TARGET) -> Path:
+    """Build the manifest with dbt's own parser (in this process); return its path."""
+    from dbt.cli.main import dbtRunner
+
+    args = ["parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR)]
+    args += ["--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target_dir)]
+    result = dbtRunner().invoke(args)
+    if not result.success:
+        raise ConfigError(f"dbt parse failed: {result.exception}")
+    return target_dir / "manifest.json"
+
+
+def dbt_build_args(settings: Settings) -> list[str]:
+    """`dbt build` against the configured warehouse (absolute: dbt runs in its project dir)."""
+    target = {"warehouse_path": str(settings.warehouse_path.resolve())}
+    return ["build", "--vars", json.dumps(target)]
+
+
+class WarehouseTranslator(DagsterDbtTranslator):
+    """Models keyed and grouped by their schema (staging/…, marts/…); sources stay raw/<table>,
+    the keys of the ingestion assets, so lineage runs from the landing zone to the marts."""
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: Any = None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] not in ("model", "seed", "snapshot"):
+            return spec
+        layer = props["schema"] if props["schema"] in LAYERS else "staging"
+        return spec.replace_attributes(
+            key=dg.AssetKey([layer, props["name"]]), group_name=layer
+        ).merge_attributes(kinds={"dbt", "duckdb"} - set(spec.kinds))
+
+
+def build_warehouse_assets(manifest: Path) -> dg.AssetsDefinition:
+    @dbt_assets(manifest=manifest, dagster_dbt_translator=WarehouseTranslator(), name="warehouse")
+    def warehouse(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, finegrid: FinegridResource
+    ) -> Iterator[Any]:
+        yield from dbt.cli(dbt_build_args(finegrid.settings()), context=context).stream()
+
+    return warehouse
+
+
+def dbt_resource() -> DbtCliResource:
+    # The dbt installed beside this Python, so an un-activated venv still finds it.
+    beside = Path(sys.executable).parent / "dbt"
+    return DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR),
+        profiles_dir=str(DBT_PROJECT_DIR),
+        dbt_executable=str(beside) if beside.exists() else "dbt",
+    )

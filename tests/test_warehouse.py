@@ -1,0 +1,364 @@
+"""The warehouse end to end: a simulated drop ingested and built by dbt through Dagster, its
+cleaned figures checked against what the simulator's truth implies.
+
+One Dagster run (ingestion + one `dbt build`) per test process serves the whole module; the
+tests share an xdist group so that only one process pays for it.
+"""
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+import yaml
+
+from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_resource
+from orchestration.definitions import build_definitions
+from orchestration.ingest.pii import attach_vault
+from orchestration.resources import FinegridResource
+from tests.conftest import PII_KEY, TEST_RATES, Drop, make_drop
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("warehouse")]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@dataclass
+class Built:
+    drop: Drop
+    warehouse: Path
+    vault: Path
+    result: dg.ExecuteInProcessResult
+    defs: dg.Definitions
+
+    def sql(self, query: str, params: list | None = None) -> pl.DataFrame:
+        with duckdb.connect(str(self.warehouse), read_only=True) as con:
+            return con.execute(query, params or []).pl()
+
+    def truth_energy(self) -> pl.DataFrame:
+        return pl.read_parquet(self.drop.truth / "monthly_energy.parquet").with_columns(
+            pl.date(pl.col("month") // 100, pl.col("month") % 100, 1).alias("energy_month")
+        )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Built:
+    root = tmp_path_factory.mktemp("warehouse")
+    drop = make_drop(root / "drop", accounts=200, months=6, seed=11, rates=TEST_RATES)
+    landing = root / "landing"
+    shutil.copytree(drop.landing, landing)
+    warehouse, vault = root / "warehouse.duckdb", root / "vault.duckdb"
+    defs = build_definitions(dbt_manifest)
+    resource = FinegridResource(
+        landing_dir=str(landing), warehouse_path=str(warehouse), pii_vault_path=str(vault)
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PII_KEY", PII_KEY)
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources={"finegrid": resource, "dbt": dbt_resource()},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+    return Built(drop, warehouse, vault, result, defs)
+
+
+def _evaluations(result: dg.ExecuteInProcessResult) -> list:
+    return [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+
+
+def test_the_pipeline_builds_and_every_dbt_test_is_a_passing_check(built):
+    assert built.result.success
+    evaluations = _evaluations(built.result)
+    expected = built.defs.resolve_asset_graph().asset_check_keys
+    assert {(e.asset_key, e.check_name) for e in evaluations} == {
+        (k.asset_key, k.name) for k in expected
+    }
+    failed = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed]
+    assert not failed
+    names = {e.check_name for e in evaluations}
+    assert "assert_billed_matches_metered" in names
+    assert len([e for e in evaluations if e.asset_key.path[0] != "raw"]) > 100
+
+
+def test_lineage_runs_from_the_landing_zone_to_the_features(built):
+    graph = built.defs.resolve_asset_graph()
+    features = dg.AssetKey(["marts", "customer_features"])
+    upstream = (
+        graph.get(features).ancestor_keys if hasattr(graph.get(features), "ancestor_keys") else None
+    )
+    if upstream is None:  # walk parents
+        upstream, todo = set(), [features]
+        while todo:
+            for parent in graph.get(todo.pop()).parent_keys:
+                if parent not in upstream:
+                    upstream.add(parent)
+                    todo.append(parent)
+    for key in (
+        ["raw", "ami__daily_reading"],
+        ["staging", "stg_ami__daily_readings"],
+        ["intermediate", "int_daily_energy"],
+        ["marts", "fct_daily_energy"],
+    ):
+        assert dg.AssetKey(key) in upstream
+    groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert {"staging", "intermediate", "marts"} <= groups
+
+
+def test_schemas_are_named_exactly(built):
+    schemas = set(
+        built.sql("SELECT DISTINCT schema_name FROM information_schema.schemata")["schema_name"]
+    )
+    assert {"raw", "ops", "staging", "intermediate", "marts"} <= schemas
+    assert not [s for s in schemas if s.endswith(("_staging", "_marts", "_intermediate"))]
+
+
+def _monthly(built: Built) -> pl.DataFrame:
+    """Metered energy per customer-month with whether the month was measured in full."""
+    return built.sql(
+        """SELECT customer_id, energy_month, sum(kwh) AS kwh, count(kwh) AS days,
+                  bool_or((is_estimated AND NOT is_spike_adjusted) OR has_negative_step)
+                      AS uncertain,
+                  bool_or(is_estimated AND NOT is_spike_adjusted) AS gap,
+                  bool_or(is_estimated AND (day(energy_date) = 1
+                                            OR energy_date = last_day(energy_date))) AS edge_gap,
+                  bool_or(has_meter_change) AS meter_change, bool_or(has_rollover) AS rollover,
+                  bool_or(is_spike_adjusted) AS spike
+           FROM marts.fct_daily_energy WHERE is_known_customer GROUP BY ALL"""
+    ).join(
+        built.truth_energy().rename({"cons_no": "customer_id", "kwh": "truth_kwh"}),
+        on=["customer_id", "energy_month"],
+    )
+
+
+def _full_months(monthly: pl.DataFrame) -> pl.DataFrame:
+    return monthly.filter(
+        ~pl.col("uncertain") & (pl.col("days") == pl.col("energy_month").dt.month_end().dt.day())
+    )
+
+
+def test_energy_continues_through_meter_changes_as_simulated(built):
+    changed = _full_months(_monthly(built)).filter(pl.col("meter_change"))
+    assert len(changed) >= 3
+    diff = (changed["kwh"] - changed["truth_kwh"]).abs()
+    assert diff.max() < 0.01, changed.filter(diff >= 0.01)
+
+
+def test_energy_through_rollovers_and_spikes_is_what_was_consumed(built):
+    # A gap at a month's edge (a spike next to a missing last day) moves energy across it.
+    full = _full_months(_monthly(built)).filter(~pl.col("edge_gap"))
+    for flag in ("rollover", "spike"):
+        months = full.filter(pl.col(flag))
+        assert len(months) >= 1, flag
+        assert (months["kwh"] - months["truth_kwh"]).abs().max() < 0.01, flag
+    # And every month measured in full, whatever happened in it.
+    diff = (full["kwh"] - full["truth_kwh"]).abs()
+    assert len(full) > 500 and diff.max() < 0.01
+
+
+def test_gaps_keep_their_energy_and_no_day_is_negative(built):
+    days = built.sql(
+        "SELECT count(*) FILTER (WHERE kwh < 0) AS negative, "
+        "count(*) FILTER (WHERE is_estimated) AS estimated FROM marts.fct_daily_energy"
+    ).row(0, named=True)
+    assert days["negative"] == 0 and days["estimated"] > 0
+    # A gap inside a month moves energy between its days, never out of the month.
+    monthly = _monthly(built)
+    inside = monthly.filter(
+        pl.col("gap")
+        & ~pl.col("edge_gap")
+        & (pl.col("days") == pl.col("energy_month").dt.month_end().dt.day())
+    )
+    assert len(inside) >= 5
+    assert (inside["kwh"] - inside["truth_kwh"]).abs().max() < 0.01
+
+
+def test_reversals_cancel_their_originals(built):
+    pay = built.sql("SELECT * FROM marts.fct_payments")
+    reversals = pay.filter(pl.col("is_reversal"))
+    assert len(reversals) >= 3
+    originals = pay.filter(pl.col("payment_id").is_in(reversals["reversed_payment_id"].implode()))
+    assert originals["is_cancelled"].all() and len(originals) == len(reversals)
+    assert (originals["net_amount_yuan"] == 0).all() and (reversals["net_amount_yuan"] == 0).all()
+    assert pay["payment_id"].n_unique() == len(pay)
+
+
+def test_correction_bills_replace_what_they_correct(built):
+    corrected = built.sql(
+        """SELECT b.customer_id, b.bill_month, b.amount_yuan, r.T_AMT
+           FROM marts.fct_monthly_bills b
+           JOIN raw.mkt__monthly_bill r
+             ON r.CONS_NO = b.customer_id AND r.BILL_YM = strftime(b.bill_month, '%Y%m')
+            AND r.BILL_FLAG = 'C'
+           WHERE b.is_corrected"""
+    )
+    assert len(corrected) >= 3
+    assert (corrected["amount_yuan"] == corrected["T_AMT"]).all()
+    dupes = built.sql(
+        "SELECT customer_id, bill_month FROM marts.fct_monthly_bills "
+        "GROUP BY ALL HAVING count(*) > 1"
+    )
+    assert dupes.is_empty()
+
+
+def test_identities_are_normalised_and_orphans_never_joined(built):
+    truth = set(pl.read_parquet(built.drop.truth / "accounts.parquet")["cons_no"])
+    orders = built.sql(
+        "SELECT cons_no_form, customer_id, is_known_customer FROM marts.fct_work_orders"
+    )
+    typed = orders.filter(pl.col("cons_no_form").is_in(["hb_prefix", "spaces"]))
+    assert len(typed) > 0 and typed["is_known_customer"].all()
+    # Every known customer is a simulated account; every unknown one is not.
+    for table in ("fct_work_orders", "fct_payments", "fct_daily_energy"):
+        rows = built.sql(f"SELECT DISTINCT customer_id, is_known_customer FROM marts.{table}")
+        known = rows.filter(pl.col("is_known_customer"))["customer_id"]
+        unknown = rows.filter(~pl.col("is_known_customer"))["customer_id"].drop_nulls()
+        assert set(known) <= truth, table
+        assert not set(unknown) & truth, table
+    orphans = built.sql("SELECT source, count(*) AS n FROM marts.fct_orphan_records GROUP BY 1")
+    assert {"fin.payment", "ami.daily_reading"} <= set(orphans["source"])
+
+
+def test_work_order_times_are_consistent_across_offsets(built):
+    """The simulator accepts orders between 07:00 and 22:00 Shanghai time, whatever offset
+    the file used; `Z` read as local time would put a third of them before 07:00."""
+    orders = built.sql(
+        "SELECT hour(accepted_at) AS h, has_time_disorder, completion_minutes "
+        "FROM marts.fct_work_orders"
+    )
+    assert orders["h"].min() >= 7 and orders["h"].max() <= 22
+    disordered = orders.filter(pl.col("has_time_disorder"))
+    assert len(disordered) > 0 and disordered["completion_minutes"].is_null().all()
+    assert (orders["completion_minutes"].drop_nulls() >= 0).all()
+
+
+def test_customer_features_one_row_per_customer_and_month(built):
+    features = built.sql("SELECT * FROM marts.customer_features")
+    assert features.select(["customer_id", "as_of_month"]).is_unique().all()
+    archive = built.sql("SELECT DISTINCT customer_id FROM marts.dim_customer")["customer_id"]
+    assert set(features["customer_id"]) == set(archive)
+    last = features.filter(pl.col("as_of_month") == features["as_of_month"].max())
+    truth = built.truth_energy().filter(pl.col("energy_month") == last["as_of_month"][0])
+    joined = last.join(truth, left_on="customer_id", right_on="cons_no")
+    close = ((joined["kwh_month"] - joined["kwh"]).abs() < 0.01).mean()
+    assert close > 0.95
+    for dim in (
+        "kwh_12m",
+        "valley_share_12m",
+        "online_pay_share_12m",
+        "late_bills_12m",
+        "work_orders_12m",
+        "cooling_slope_kwh_per_c",
+    ):
+        assert features[dim].drop_nulls().len() > 0, dim
+
+
+def test_no_personal_data_reaches_the_warehouse_models(built):
+    con = duckdb.connect()
+    attach_vault(con, built.vault, PII_KEY)
+    secrets = {
+        v
+        for (v,) in con.execute(
+            "SELECT value FROM vault.customer_pii WHERE length(value) >= 6"
+        ).fetchall()
+    }
+    con.close()
+    assert len(secrets) > 100
+    pattern = "|".join(re.escape(s) for s in sorted(secrets))
+    with duckdb.connect(str(built.warehouse), read_only=True) as wh:
+        columns = wh.execute(
+            """SELECT table_schema, table_name, column_name FROM information_schema.columns
+               WHERE table_schema IN ('staging', 'intermediate', 'marts')
+                 AND data_type = 'VARCHAR'"""
+        ).fetchall()
+        for schema, table, column in columns:
+            hits = wh.execute(
+                f'SELECT count(*) FROM {schema}."{table}" WHERE regexp_matches("{column}", ?)',
+                [pattern],
+            ).fetchone()[0]
+            assert hits == 0, f"{schema}.{table}.{column}"
+
+
+def test_the_readme_query_answers_last_summer_by_district(built):
+    sql = re.search(r"```sql\n(-- Last summer.*?)```", README.read_text("utf-8"), re.S).group(1)
+    answer = built.sql(sql)
+    assert len(answer) >= 5
+    truth = (
+        built.truth_energy()
+        .join(
+            pl.read_parquet(built.drop.truth / "accounts.parquet"),
+            on="cons_no",
+        )
+        .filter(
+            (pl.col("elec_type_code") == "100")
+            & pl.col("month").is_in([202506, 202507, 202508, 202509])
+        )
+        .group_by("district_code")
+        .agg(pl.col("kwh").sum())
+    )
+    assert len(truth) == len(answer)
+    # Within 1 %: reading gaps at the season's edges spread a little energy across them.
+    assert abs(answer["kwh"].sum() / truth["kwh"].sum() - 1) < 0.01
+
+
+def _dbt(built: Built, *args: str):
+    from dbt.cli.main import dbtRunner
+
+    target = built.warehouse.parent / "dbt_target"
+    return dbtRunner().invoke(
+        [
+            *args,
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--vars",
+            f'{{"warehouse_path": "{built.warehouse}"}}',
+        ]
+    ), target
+
+
+def test_docs_generate_and_every_mart_column_is_described(built):
+    result, target = _dbt(built, "docs", "generate")
+    assert result.success
+    import json
+
+    catalog = json.loads((target / "catalog.json").read_text("utf-8"))
+    manifest = json.loads((target / "manifest.json").read_text("utf-8"))
+    marts = [
+        n
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "model" and n["schema"] == "marts"
+    ]
+    assert len(marts) >= 12
+    for node in marts:
+        built_columns = {c.lower() for c in catalog["nodes"][node["unique_id"]]["columns"]}
+        documented = {c: v for c, v in node["columns"].items() if v.get("description")}
+        assert built_columns == set(documented), node["name"]
+        assert all(v["meta"].get("zh") for v in node["columns"].values()), node["name"]
+
+
+def test_source_freshness_is_checked_on_load_time(built):
+    result, _ = _dbt(built, "source", "freshness")
+    assert result.success
+    statuses = {r.node.name: r.status for r in result.result.results}
+    assert len(statuses) == 11 and set(statuses.values()) == {"pass"}
+
+
+def test_feature_docs_carry_chinese_names_units_and_dimensions():
+    doc = yaml.safe_load(
+        (DBT_PROJECT_DIR / "models/marts/features/_features__models.yml").read_text("utf-8")
+    )
+    columns = doc["models"][0]["columns"]
+    dims = {c["meta"]["dimension"] for c in columns}
+    assert {"usage", "behaviour", "demand", "credit"} <= dims
+    assert all(c["description"] and c["meta"]["zh"] for c in columns)

@@ -362,3 +362,42 @@ def test_feature_docs_carry_chinese_names_units_and_dimensions():
     dims = {c["meta"]["dimension"] for c in columns}
     assert {"usage", "behaviour", "demand", "credit"} <= dims
     assert all(c["description"] and c["meta"]["zh"] for c in columns)
+
+
+def test_an_error_severity_failure_blocks_what_is_downstream(built, tmp_path):
+    warehouse = tmp_path / "blocked.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        # A payment mode no code table knows, slipped into raw past ingestion's checks.
+        con.execute(
+            """INSERT INTO raw.fin__payment (PAY_SN, CONS_NO, PAY_TIME, PAY_AMT, PAY_MODE,
+                   REV_FLAG, _source_file, _row_number, _period, _loaded_at)
+               VALUES ('PSBLOCK', '1', '2025/10/01 10:00:00', 100, '99', '0',
+                       'fin/payment/payment_x.csv', 1, '202510', now())"""
+        )
+        con.execute("DELETE FROM marts.customer_features")  # a rebuild would refill it
+    downstream = [
+        dg.AssetKey(["marts", "fct_payments"]),
+        dg.AssetKey(["intermediate", "int_customer_month_activity"]),
+        dg.AssetKey(["marts", "customer_features"]),
+    ]
+    result = dg.materialize(
+        [*built.defs.assets, *built.defs.asset_checks],
+        selection=downstream,
+        resources={
+            "finegrid": FinegridResource(warehouse_path=str(warehouse)),
+            "dbt": dbt_resource(),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failed = [e for e in _evaluations(result) if not e.passed]
+    assert [e.asset_key for e in failed] == [downstream[0]]
+    assert "pay_mode" in failed[0].check_name
+    materialised = {
+        e.asset_key for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+    }
+    assert downstream[0] in materialised and downstream[2] not in materialised
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM marts.customer_features").fetchone()[0] == 0

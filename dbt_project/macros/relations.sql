@@ -2,17 +2,13 @@
     so a view that named it would break once the warehouse file is copied or renamed (the
     analyst snapshot, a test's copy); unqualified names resolve in the view's own catalog. -#}
 {% macro ref() -%}
-    {%- set relation = builtins.ref(*varargs, **kwargs) -%}
-    {%- if relation.include is defined -%}
-        {{ return(relation.include(database=false)) }}
-    {%- endif -%}
-    {{ return(relation) }}
+    {{ return(without_database(builtins.ref(*varargs, **kwargs))) }}
 {%- endmacro %}
 
 {% macro source() -%}
-    {%- set relation = builtins.source(*varargs, **kwargs) -%}
-    {%- if relation.include is defined -%}
-        {{ return(relation.include(database=false)) }}
-    {%- endif -%}
-    {{ return(relation) }}
+    {{ return(without_database(builtins.source(*varargs, **kwargs))) }}
+{%- endmacro %}
+
+{% macro without_database(relation) -%}
+    {{ return(relation.include(database=false) if relation.include is defined else relation) }}
 {%- endmacro %}

@@ -104,3 +104,17 @@ def test_a_missing_key_fails_with_a_clear_message(defs, drop, tmp_path, monkeypa
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "PII_KEY is not set" in str(failure.step_failure_data.error)
+
+
+def test_dbt_gets_the_warehouse_as_an_absolute_path(tmp_path, monkeypatch):
+    import json
+
+    from orchestration.assets.warehouse import dbt_build_args
+    from orchestration.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    args = dbt_build_args(Settings.from_env({"WAREHOUSE_PATH": "data/w.duckdb"}))
+    assert args[0] == "build"
+    assert json.loads(args[args.index("--vars") + 1]) == {
+        "warehouse_path": str(tmp_path / "data/w.duckdb")
+    }

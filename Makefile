@@ -28,7 +28,7 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests \
   -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
 
-.PHONY: demo run test ui setup simulate lint format bench-simulator clean key docs freshness
+.PHONY: demo run test ui setup simulate lint format bench-simulator clean key docs freshness ml-report
 
 ## setup: the venv with the pinned dependencies, and the dbt manifest the code location reads
 setup: $(STAMP) $(MANIFEST)
@@ -83,6 +83,10 @@ format: setup
 ## bench-simulator: time the simulator on BENCH_ACCOUNTS × 24 months
 bench-simulator: setup
 	$(PY) bench/bench_simulator.py --accounts $${BENCH_ACCOUNTS:-100000}
+
+## ml-report: segments and risk scores against the simulator's truth on a larger drop
+ml-report: setup
+	$(PY) bench/ml_truth_report.py --accounts $${ML_ACCOUNTS:-20000} --months 24 --out data/ml-report
 
 ## docs: dbt's documentation site (catalog from the warehouse) in dbt_project/target
 docs: setup

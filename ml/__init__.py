@@ -1,4 +1,5 @@
-"""Segmentation and risk scoring as a pure library (polars, numpy, scikit-learn; no Dagster).
+"""Segmentation and risk scoring as a plain library (polars, numpy, scikit-learn).
 
-Arrives with the segmentation issue.
+Nothing here imports Dagster: the assets in ``orchestration.assets.models`` load the features,
+call these functions and write what they return.
 """

@@ -4,6 +4,7 @@ and the dbt manifest the code location needs."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -71,6 +72,7 @@ def summary(settings: Settings) -> str:
         )
     lines.append(f"unexplained rows (marker − loaded − quarantined): {unexplained}")
     lines += _warehouse_lines(settings)
+    lines += _model_lines(settings)
     lines.append(f"warehouse: {settings.warehouse_path}   vault: {settings.pii_vault_path}")
     lines.append(f"rejected files moved to: {settings.landing_dir / '_rejected'}")
     return "\n".join(lines)
@@ -89,6 +91,47 @@ def _warehouse_lines(settings: Settings) -> list[str]:
     if not counts:
         return ["", "marts: not built yet"]
     return ["", "marts:"] + [f"  {t:<24}{n:>12,}" for t, n in counts]
+
+
+def _model_lines(settings: Settings) -> list[str]:
+    """Segment sizes and the latest model runs' figures, when the models have run."""
+    with settings.connect(read_only=True) as con:
+        tables = {
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'ml'"
+            ).fetchall()
+        }
+        if not {"customer_segments", "model_runs"} <= tables:
+            return ["", "models: not run yet"]
+        sizes = con.execute(
+            """SELECT as_of_month, segment_code, count(*) FROM ml.customer_segments
+               WHERE as_of_month = (SELECT max(as_of_month) FROM ml.customer_segments)
+               GROUP BY ALL ORDER BY 3 DESC"""
+        ).fetchall()
+        runs = con.execute(
+            """SELECT model_name, data_window, metrics FROM ml.model_runs
+               QUALIFY row_number() OVER (PARTITION BY model_name ORDER BY created_at DESC) = 1
+               ORDER BY model_name"""
+        ).fetchall()
+    lines = ["", f"segments as of {sizes[0][0]:%Y-%m}:" if sizes else "segments: none"]
+    lines += [f"  {seg:<24}{n:>12,}" for _, seg, n in sizes]
+    for _name, window, metrics in runs:
+        m = json.loads(metrics)
+        if "gbm" in m:
+            lines.append(
+                f"risk model: holdout AUC {m['gbm']['auc']:.3f} (logistic baseline "
+                f"{m['logistic']['auc']:.3f}), KS {m['gbm']['ks']:.3f}, Brier "
+                f"{m['gbm']['brier']:.4f}, top-decile lift {m['gbm']['top_decile_lift']:.1f}; "
+                f"{window}"
+            )
+        else:
+            lines.append(
+                f"segmentation: K {m['k']}, bootstrap ARI "
+                f"{ {k: round(v, 2) for k, v in m['stability_ari'].items()} }, "
+                f"tree fidelity {m['tree_fidelity']:.3f}"
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

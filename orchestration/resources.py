@@ -22,6 +22,7 @@ class FinegridResource(dg.ConfigurableResource):
     warehouse_path: str | None = None
     publish_dir: str | None = None
     pii_vault_path: str | None = None
+    model_dir: str | None = None
 
     def settings(self) -> Settings:
         overrides = {
@@ -29,6 +30,7 @@ class FinegridResource(dg.ConfigurableResource):
             "warehouse_path": self.warehouse_path,
             "publish_dir": self.publish_dir,
             "pii_vault_path": self.pii_vault_path,
+            "model_dir": self.model_dir,
         }
         return replace(Settings.from_env(), **{k: Path(v) for k, v in overrides.items() if v})
 

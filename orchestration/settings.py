@@ -13,6 +13,7 @@ DEFAULTS = {
     "WAREHOUSE_PATH": "data/warehouse.duckdb",
     "PUBLISH_DIR": "data/publish",
     "PII_VAULT_PATH": "data/pii_vault.duckdb",
+    "MODEL_DIR": "data/models",
 }
 
 
@@ -27,6 +28,7 @@ class Settings:
     publish_dir: Path
     pii_vault_path: Path
     pii_key: str | None
+    model_dir: Path = Path(DEFAULTS["MODEL_DIR"])
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -41,6 +43,7 @@ class Settings:
             publish_dir=Path(get("PUBLISH_DIR")),
             pii_vault_path=Path(get("PII_VAULT_PATH")),
             pii_key=env.get("PII_KEY") or None,
+            model_dir=Path(get("MODEL_DIR")),
         )
 
     def require_pii_key(self) -> str:

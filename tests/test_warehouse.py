@@ -1,12 +1,15 @@
-"""The warehouse end to end: a simulated drop ingested and built by dbt through Dagster, its
-cleaned figures checked against what the simulator's truth implies.
+"""The pipeline end to end: a simulated drop ingested, built by dbt and modelled through Dagster,
+its cleaned figures, segments and scores checked against what the simulator's truth implies.
 
 One Dagster run (ingestion + one `dbt build`) per test process serves the whole module; the
 tests share an xdist group so that only one process pays for it.
 """
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,9 @@ import polars as pl
 import pytest
 import yaml
 
+from ml.config import load_config
+from ml.registry import load_artifact
+from ml.truth import risk_against_truth, segment_agreement
 from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_resource
 from orchestration.definitions import build_definitions
 from orchestration.ingest.pii import attach_vault
@@ -33,6 +39,7 @@ class Built:
     vault: Path
     result: dg.ExecuteInProcessResult
     defs: dg.Definitions
+    resource: FinegridResource
 
     def sql(self, query: str, params: list | None = None) -> pl.DataFrame:
         with duckdb.connect(str(self.warehouse), read_only=True) as con:
@@ -47,13 +54,17 @@ class Built:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Built:
     root = tmp_path_factory.mktemp("warehouse")
-    drop = make_drop(root / "drop", accounts=200, months=6, seed=11, rates=TEST_RATES)
+    drop = make_drop(root / "drop", accounts=400, months=18, seed=11, rates=TEST_RATES)
     landing = root / "landing"
     shutil.copytree(drop.landing, landing)
     warehouse, vault = root / "warehouse.duckdb", root / "vault.duckdb"
     defs = build_definitions(dbt_manifest)
     resource = FinegridResource(
-        landing_dir=str(landing), warehouse_path=str(warehouse), pii_vault_path=str(vault)
+        landing_dir=str(landing),
+        warehouse_path=str(warehouse),
+        pii_vault_path=str(vault),
+        publish_dir=str(root / "publish"),
+        model_dir=str(root / "models"),
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PII_KEY", PII_KEY)
@@ -63,7 +74,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Built
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,
         )
-    return Built(drop, warehouse, vault, result, defs)
+    return Built(drop, warehouse, vault, result, defs, resource)
 
 
 def _evaluations(result: dg.ExecuteInProcessResult) -> list:
@@ -185,7 +196,11 @@ def test_reversals_cancel_their_originals(built):
     reversals = pay.filter(pl.col("is_reversal"))
     assert len(reversals) >= 3
     originals = pay.filter(pl.col("payment_id").is_in(reversals["reversed_payment_id"].implode()))
-    assert originals["is_cancelled"].all() and len(originals) == len(reversals)
+    matched = reversals.filter(~pl.col("is_unmatched_reversal"))
+    assert originals["is_cancelled"].all() and len(originals) == len(matched)
+    # A reversal whose original no loaded file holds is flagged, not matched to another.
+    unmatched = reversals.filter(pl.col("is_unmatched_reversal"))
+    assert not set(unmatched["reversed_payment_id"]) & set(pay["payment_id"])
     assert (originals["net_amount_yuan"] == 0).all() and (reversals["net_amount_yuan"] == 0).all()
     assert pay["payment_id"].n_unique() == len(pay)
 
@@ -308,12 +323,14 @@ def test_the_readme_query_answers_last_summer_by_district(built):
     assert abs(answer["kwh"].sum() / truth["kwh"].sum() - 1) < 0.01
 
 
-def _dbt(built: Built, *args: str):
-    from dbt.cli.main import dbtRunner
-
+def _dbt(built: Built, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """dbt in its own process: in-process, dbt-duckdb keeps the warehouse open read-write and
+    every later read-only connection of this process would be refused."""
     target = built.warehouse.parent / "dbt_target"
-    return dbtRunner().invoke(
+    dbt = Path(sys.executable).parent / "dbt"
+    result = subprocess.run(
         [
+            str(dbt),
             *args,
             "--project-dir",
             str(DBT_PROJECT_DIR),
@@ -322,15 +339,18 @@ def _dbt(built: Built, *args: str):
             "--target-path",
             str(target),
             "--vars",
-            f'{{"warehouse_path": "{built.warehouse}"}}',
-        ]
-    ), target
+            json.dumps({"warehouse_path": str(built.warehouse)}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return result, target
 
 
 def test_docs_generate_and_every_mart_column_is_described(built):
     result, target = _dbt(built, "docs", "generate")
-    assert result.success
-    import json
+    assert result.returncode == 0, result.stdout[-2000:]
 
     catalog = json.loads((target / "catalog.json").read_text("utf-8"))
     manifest = json.loads((target / "manifest.json").read_text("utf-8"))
@@ -348,10 +368,10 @@ def test_docs_generate_and_every_mart_column_is_described(built):
 
 
 def test_source_freshness_is_checked_on_load_time(built):
-    result, _ = _dbt(built, "source", "freshness")
-    assert result.success
-    statuses = {r.node.name: r.status for r in result.result.results}
-    assert len(statuses) == 11 and set(statuses.values()) == {"pass"}
+    result, target = _dbt(built, "source", "freshness")
+    assert result.returncode == 0, result.stdout[-2000:]
+    sources = json.loads((target / "sources.json").read_text("utf-8"))["results"]
+    assert len(sources) == 11 and {r["status"] for r in sources} == {"pass"}
 
 
 def test_feature_docs_carry_chinese_names_units_and_dimensions():
@@ -401,3 +421,96 @@ def test_an_error_severity_failure_blocks_what_is_downstream(built, tmp_path):
     assert downstream[0] in materialised and downstream[2] not in materialised
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM marts.customer_features").fetchone()[0] == 0
+
+
+def test_every_open_customer_gets_one_segment_and_one_score(built):
+    month = built.sql("SELECT max(as_of_month) AS m FROM marts.customer_features")["m"][0]
+    open_customers = set(
+        built.sql(
+            "SELECT customer_id FROM marts.customer_features "
+            "WHERE as_of_month = ? AND status_code <> '9'",
+            [month],
+        )["customer_id"]
+    )
+    segments = built.sql("SELECT * FROM ml.customer_segments")
+    scores = built.sql("SELECT * FROM ml.risk_scores")
+    for table in (segments, scores):
+        assert set(table["customer_id"]) == open_customers
+        assert table["customer_id"].n_unique() == len(table)
+        assert set(table["as_of_month"]) == {month}
+    assert set(segments["segment_code"]) <= set(load_config("segment_mapping")["segments"])
+    assert segments["reason"].str.len_chars().min() > 5
+    assert ((segments["confidence"] >= 0) & (segments["confidence"] <= 1)).all()
+    assert set(scores["risk_grade"]) <= set("ABCDE")
+    profiles = built.sql("SELECT * FROM ml.segment_profiles")
+    assert profiles["size"].sum() == len(segments)
+    assert set(profiles["cluster_id"]) == set(segments["cluster_id"])
+
+
+def test_model_runs_are_recorded_and_their_artifacts_verified(built):
+    runs = built.sql("SELECT * FROM ml.model_runs ORDER BY model_name")
+    assert runs["model_name"].to_list() == ["risk_gbm_calibrated", "segmentation_kmeans"]
+    risk = runs.row(0, named=True)
+    assert "holdout" in risk["data_window"] and risk["features"]
+    assert json.loads(risk["metrics"])["gbm"]["auc"] > 0.5
+    root = Path(built.resource.model_dir)
+    for row in runs.iter_rows(named=True):
+        assert load_artifact(Path(row["artifact_path"]), row["artifact_sha256"], root) is not None
+    rules = Path(built.resource.publish_dir).glob("segment_rules_*.txt")
+    text = next(rules).read_text("utf-8")
+    assert "客户分群规则" in text and "THEN basic_need" in text
+
+
+def test_the_quality_gate_passed_as_blocking_checks(built):
+    gate = {e.check_name: e for e in _evaluations(built.result) if e.asset_key.path[0] == "ml"}
+    assert set(gate) == {
+        "risk_auc_above_floor",
+        "tree_fidelity",
+        "no_empty_or_giant_segment",
+        "segment_changes_within_threshold",
+    }
+    assert all(e.passed for e in gate.values())
+    graph = built.defs.resolve_asset_graph()
+    blocking = {
+        k.name
+        for k in graph.asset_check_keys
+        if k.asset_key.path[0] == "ml" and graph.get_check_spec(k).blocking
+    }
+    assert blocking == set(gate)
+
+
+def test_segments_and_scores_agree_with_the_simulators_truth(built):
+    truth = pl.read_parquet(built.drop.truth / "accounts.parquet")
+    agreement = segment_agreement(built.sql("SELECT * FROM ml.customer_segments"), truth)
+    assert agreement["segment_accuracy"] > 0.85, agreement
+    assert agreement["cluster_archetype_ari"] > 0.5, agreement
+    risk = risk_against_truth(built.sql("SELECT * FROM ml.risk_scores"), truth)
+    assert risk["defaults"] >= 10, risk
+    assert risk["model_auc"] > 0.7 and risk["model_auc"] > risk["oracle_auc"] - 0.1, risk
+
+
+def test_a_second_segmentation_run_replaces_its_month_and_reports_no_change(built, tmp_path):
+    warehouse = tmp_path / "again.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    resource = FinegridResource(
+        warehouse_path=str(warehouse),
+        publish_dir=str(tmp_path / "publish"),
+        model_dir=str(tmp_path / "models"),
+    )
+    result = dg.materialize(
+        [*built.defs.assets, *built.defs.asset_checks],
+        selection=[
+            dg.AssetKey(["ml", "customer_segments"]),
+            dg.AssetKey(["ml", "segment_profiles"]),
+        ],
+        resources={"finegrid": resource, "dbt": dbt_resource()},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    change = next(
+        e for e in _evaluations(result) if e.check_name == "segment_changes_within_threshold"
+    )
+    assert change.passed and change.metadata["value"].value == 0.0
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        before = built.sql("SELECT count(*) AS n FROM ml.customer_segments")["n"][0]
+        assert con.execute("SELECT count(*) FROM ml.customer_segments").fetchone()[0] == before
+        assert con.execute("SELECT count(*) FROM ml.model_runs").fetchone()[0] == 3

@@ -1,11 +1,15 @@
--- The feature grain: every customer for every month the archive history covers it, up to the
--- latest month any archive snapshot describes, with the attributes valid in that month.
+-- The feature grain: every customer for every month the archive history covers it, with the
+-- attributes valid in that month. An account still current at the last snapshot continues to
+-- the latest month that has energy (a late or rejected archive file must not stall features).
 with history as (
     select * from {{ ref('dim_customer_history') }}
 ),
 
 bounds as (
-    select max(valid_from) as last_month from history
+    select greatest(
+        (select max(valid_from) from history),
+        (select date_trunc('month', max(energy_date))::date from {{ ref('int_daily_energy') }})
+    ) as last_month
 ),
 
 final as (

@@ -1,0 +1,225 @@
+"""The business rules of the models, kept as data in ``ml/config/*.yaml`` and validated on load.
+
+A bad file fails with its path and the field at fault, never later inside a model.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+FEATURES_YAML = (
+    Path(__file__).resolve().parents[1] / "dbt_project/models/marts/features/_features__models.yml"
+)
+OPERATORS = ("eq", "ne", "in", "ge", "gt", "le", "lt")
+
+
+class ConfigError(ValueError):
+    """A rules file that is missing, malformed or names something unknown."""
+
+
+_NAME = {"type": "string", "minLength": 1}
+_SCHEMAS: dict[str, dict] = {
+    "segmentation": {
+        "type": "object",
+        "required": ["version", "seed", "k_range", "populations", "features"],
+        "properties": {
+            "version": _NAME,
+            "seed": {"type": "integer"},
+            "k_range": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 2},
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "bootstrap_rounds": {"type": "integer", "minimum": 2},
+            "minibatch_above": {"type": "integer", "minimum": 1},
+            "silhouette_sample": {"type": "integer", "minimum": 100},
+            "populations": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["elec_type_codes"],
+                    "properties": {"elec_type_codes": {"type": "array", "items": _NAME}},
+                },
+            },
+            "features": {
+                "type": "array",
+                "minItems": 2,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": _NAME,
+                        "transform": {"enum": ["log1p", "none"]},
+                        "weight": {"type": "number", "exclusiveMinimum": 0},
+                    },
+                },
+            },
+        },
+        "additionalProperties": False,
+    },
+    "segment_mapping": {
+        "type": "object",
+        "required": ["version", "segments", "default", "rules"],
+        "additionalProperties": False,
+        "properties": {
+            "version": _NAME,
+            "segments": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["zh"],
+                    "properties": {"zh": _NAME, "service": _NAME},
+                },
+            },
+            "default": _NAME,
+            "rules": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["segment", "source", "when", "reason"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "segment": _NAME,
+                        "source": {"enum": ["risk", "attribute", "cluster"]},
+                        "reason": _NAME,
+                        "when": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["field", "op", "value"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "field": _NAME,
+                                    "op": {"enum": list(OPERATORS)},
+                                    "value": {},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "risk": {
+        "type": "object",
+        "required": ["version", "seed", "label", "grades", "features", "gate"],
+        "additionalProperties": False,
+        "properties": {
+            "version": _NAME,
+            "seed": {"type": "integer"},
+            "min_history_months": {"type": "integer", "minimum": 0},
+            "label": {
+                "type": "object",
+                "required": ["days_overdue", "horizon_months"],
+                "properties": {
+                    "days_overdue": {"type": "integer", "minimum": 1},
+                    "horizon_months": {"type": "integer", "minimum": 1},
+                },
+            },
+            "grades": {
+                "type": "array",
+                "minItems": 2,
+                "items": {
+                    "type": "object",
+                    "required": ["grade", "below"],
+                    "properties": {"grade": _NAME, "below": {"type": "number"}},
+                },
+            },
+            "features": {"type": "array", "minItems": 2, "items": _NAME},
+            "gate": {
+                "type": "object",
+                "required": [
+                    "min_auc",
+                    "min_tree_fidelity",
+                    "min_segment_share",
+                    "max_segment_share",
+                    "max_segment_change_share",
+                ],
+                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        },
+    },
+}
+
+
+@functools.cache
+def feature_catalogue() -> dict[str, dict[str, Any]]:
+    """Every column of marts.customer_features: Chinese name, unit, dimension, meaning."""
+    doc = yaml.safe_load(FEATURES_YAML.read_text("utf-8"))
+    model = next(m for m in doc["models"] if m["name"] == "customer_features")
+    return {
+        c["name"]: {
+            "zh": c["meta"]["zh"],
+            "unit": c["meta"].get("unit"),
+            "dimension": c["meta"].get("dimension"),
+            "description": c["description"],
+        }
+        for c in model["columns"]
+    }
+
+
+def _fail(path: Path, where: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {where}: {message}")
+
+
+def load_config(name: str, path: Path | None = None) -> dict[str, Any]:
+    """Load and validate one rules file (``segmentation``, ``segment_mapping`` or ``risk``)."""
+    path = path or CONFIG_DIR / f"{name}.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot be read as YAML: {exc}") from exc
+    errors = sorted(
+        jsonschema.Draft202012Validator(_SCHEMAS[name]).iter_errors(doc),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        e = errors[0]
+        raise _fail(path, "/".join(map(str, e.absolute_path)) or "(top level)", e.message)
+    catalogue = feature_catalogue()
+    if name == "segmentation":
+        for i, f in enumerate(doc["features"]):
+            if f["name"] not in catalogue:
+                raise _fail(path, f"features/{i}/name", f"{f['name']!r} is no customer feature")
+        lo, hi = doc["k_range"]
+        if lo > hi:
+            raise _fail(path, "k_range", f"{lo} > {hi}")
+    elif name == "risk":
+        for i, f in enumerate(doc["features"]):
+            if f not in catalogue:
+                raise _fail(path, f"features/{i}", f"{f!r} is no customer feature")
+        bounds = [g["below"] for g in doc["grades"]]
+        if bounds != sorted(bounds) or bounds[-1] <= 1:
+            raise _fail(path, "grades", "bounds must rise and the last must exceed 1")
+    else:
+        _check_mapping(path, doc, catalogue)
+    return doc
+
+
+# Fields a mapping rule may test besides the customer features.
+MAPPING_FIELDS = {"risk_grade", "risk_probability", "cluster_id"}
+
+
+def _check_mapping(path: Path, doc: dict, catalogue: dict) -> None:
+    segments = doc["segments"]
+    if doc["default"] not in segments:
+        raise _fail(path, "default", f"{doc['default']!r} is not a declared segment")
+    for i, rule in enumerate(doc["rules"]):
+        if rule["segment"] not in segments:
+            raise _fail(path, f"rules/{i}/segment", f"{rule['segment']!r} is not declared")
+        for j, cond in enumerate(rule["when"]):
+            field = cond["field"].removeprefix("cluster.")
+            if field not in catalogue and cond["field"] not in MAPPING_FIELDS:
+                raise _fail(path, f"rules/{i}/when/{j}/field", f"{cond['field']!r} is unknown")
+            if cond["op"] == "in" and not isinstance(cond["value"], list):
+                raise _fail(path, f"rules/{i}/when/{j}/value", "'in' needs a list")

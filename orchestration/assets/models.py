@@ -1,0 +1,329 @@
+"""Segmentation and risk scoring as Dagster assets: thin wiring around the ``ml`` library.
+
+They read ``marts.customer_features``, write schema ``ml`` (one as-of month replaced at a
+time), record every run in ``ml.model_runs`` and report the quality gate as blocking checks,
+so publishing never runs on a model that failed it.
+"""
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from ml import plots
+from ml.config import load_config
+from ml.pipeline import (
+    GateResult,
+    latest_month,
+    nan_to_none,
+    risk_gate,
+    run_risk,
+    run_segmentation,
+    segment_change_share,
+    segment_gate,
+)
+from ml.registry import save_artifact
+from orchestration.resources import FinegridResource
+
+FEATURES = dg.AssetKey(["marts", "customer_features"])
+RISK = dg.AssetKey(["ml", "risk_scores"])
+SEGMENTS = dg.AssetKey(["ml", "customer_segments"])
+PROFILES = dg.AssetKey(["ml", "segment_profiles"])
+RISK_CHECKS = ["risk_auc_above_floor"]
+SEGMENT_CHECKS = ["tree_fidelity", "no_empty_or_giant_segment", "segment_changes_within_threshold"]
+
+MODEL_RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS ml.model_runs (
+    run_id VARCHAR PRIMARY KEY,
+    model_name VARCHAR,
+    config_version VARCHAR,
+    created_at TIMESTAMP,
+    as_of_month DATE,
+    data_window VARCHAR,
+    features VARCHAR[],
+    metrics JSON,
+    gate JSON,
+    artifact_path VARCHAR,
+    artifact_sha256 VARCHAR,
+    dagster_run_id VARCHAR
+)"""
+
+
+def replace_month(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Idempotent: the table's rows of the frame's as-of month(s) are replaced by the frame."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS ml")
+    con.register("incoming", frame.to_arrow())
+    try:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
+        con.execute("BEGIN")
+        con.execute(
+            f"DELETE FROM {table} WHERE as_of_month IN (SELECT DISTINCT as_of_month FROM incoming)"
+        )
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        con.execute("COMMIT")
+    finally:
+        con.unregister("incoming")
+
+
+def record_run(con: duckdb.DuckDBPyConnection, row: dict) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS ml")
+    con.execute(MODEL_RUNS_DDL)
+    cols = list(row)
+    con.execute(
+        f"INSERT INTO ml.model_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        [row[c] for c in cols],
+    )
+
+
+def _check(result: GateResult, asset: dg.AssetKey) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=result.name,
+        passed=result.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "value": nan_to_none(result.value),
+            "threshold": result.threshold,
+            "detail": result.detail,
+        },
+    )
+
+
+def _features(con: duckdb.DuckDBPyConnection, columns: list[str] | None = None) -> pl.DataFrame:
+    select = ", ".join(dict.fromkeys(columns)) if columns else "*"
+    return con.execute(f"SELECT {select} FROM marts.customer_features").pl()
+
+
+def _run_metadata(month: date, customers: int, run_id: str) -> dict:
+    return {"as_of_month": str(month), "customers": customers, "model_run": run_id}
+
+
+def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    names = ["auc", "pr_auc", "ks", "brier", "top_decile_lift", "positives", "n"]
+    lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for model, m in metrics.items():
+        lines.append(f"| {model} | " + " | ".join(f"{m[k]:.4g}" for k in names) + " |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    key=RISK,
+    deps=[FEATURES],
+    group_name="ml",
+    kinds={"scikit-learn", "duckdb"},
+    description="Calibrated 3-month payment-risk probability, credit grade (A–E) and top reasons "
+    "for every open customer of the latest as-of month (ml.risk_scores); the model run is "
+    "recorded in ml.model_runs.",
+    check_specs=[dg.AssetCheckSpec(name, asset=RISK, blocking=True) for name in RISK_CHECKS],
+)
+def risk_scores(
+    context: dg.AssetExecutionContext, finegrid: FinegridResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    config = load_config("risk")
+    settings = finegrid.settings()
+    keys = ["customer_id", "as_of_month", "status_code", "arrears_max_days_overdue"]
+    with finegrid.connect(read_only=True) as con:
+        features = _features(con, keys + config["features"])
+    run = run_risk(features, config)
+    month = latest_month(features)
+    run_id = f"risk-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
+    path, sha = save_artifact(run.model, settings.model_dir, run_id, "risk_model")
+    gate = risk_gate(run, config["gate"])
+    with finegrid.connect() as con:
+        replace_month(con, "ml.risk_scores", run.scores)
+        record_run(
+            con,
+            {
+                "run_id": run_id,
+                "model_name": "risk_gbm_calibrated",
+                "config_version": config["version"],
+                "created_at": datetime.now(UTC).replace(tzinfo=None),
+                "as_of_month": month,
+                "data_window": run.model.split.describe(),
+                "features": run.model.features,
+                "metrics": json.dumps(run.model.metrics),
+                "gate": json.dumps([g.__dict__ for g in gate], default=nan_to_none),
+                "artifact_path": str(path),
+                "artifact_sha256": sha,
+                "dagster_run_id": context.run_id,
+            },
+        )
+    grades = run.scores["risk_grade"].value_counts().sort("risk_grade")
+    m = run.model.metrics
+    yield dg.MaterializeResult(
+        asset_key=RISK,
+        metadata={
+            **_run_metadata(month, len(run.scores), run_id),
+            "data_window": run.model.split.describe(),
+            "holdout_auc_gbm": m["gbm"]["auc"],
+            "holdout_auc_logistic": m["logistic"]["auc"],
+            "metrics": dg.MetadataValue.md(_metrics_table(m)),
+            "grades": dg.MetadataValue.md("\n".join(f"- {g}: {n}" for g, n in grades.iter_rows())),
+            "top_features": ", ".join(run.model.top_features),
+            "roc": dg.MetadataValue.md(
+                plots.roc(run.model.roc, {k: v["auc"] for k, v in m.items()})
+            ),
+            "calibration": dg.MetadataValue.md(plots.calibration(*run.model.calibration_curve)),
+        },
+    )
+    for result in gate:
+        yield _check(result, RISK)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            SEGMENTS,
+            deps=[FEATURES, RISK],
+            group_name="ml",
+            kinds={"scikit-learn", "duckdb"},
+            description="One primary business segment per open customer of the latest as-of "
+            "month, with its k-means cluster, a confidence and a reason (ml.customer_segments); "
+            "the explanation tree's rules go to PUBLISH_DIR.",
+        ),
+        dg.AssetSpec(
+            PROFILES,
+            deps=[FEATURES],
+            group_name="ml",
+            kinds={"duckdb"},
+            description="Each cluster's centre in original units, size and share "
+            "(ml.segment_profiles).",
+        ),
+    ],
+    check_specs=[dg.AssetCheckSpec(n, asset=SEGMENTS, blocking=True) for n in SEGMENT_CHECKS],
+)
+def customer_segments(
+    context: dg.AssetExecutionContext, finegrid: FinegridResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    config, mapping = load_config("segmentation"), load_config("segment_mapping")
+    thresholds = load_config("risk")["gate"]
+    settings = finegrid.settings()
+    with finegrid.connect(read_only=True) as con:
+        month = con.execute("SELECT max(as_of_month) FROM marts.customer_features").fetchone()[0]
+        features = con.execute(
+            "SELECT * FROM marts.customer_features WHERE as_of_month = ?", [month]
+        ).pl()
+        scores = con.execute("SELECT * FROM ml.risk_scores WHERE as_of_month = ?", [month]).pl()
+        previous = _previous_segments(con, month)
+    if scores.is_empty():
+        raise dg.Failure(f"no risk scores for {month}: materialise ml/risk_scores first")
+    run = run_segmentation(features, scores, config, mapping, month)
+    change = segment_change_share(run.segments, previous)
+    gate = segment_gate(run, change, thresholds)
+    run_id = f"segments-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
+    path, sha = save_artifact(
+        {"clusters": run.clusters, "tree": run.explanation.tree},
+        settings.model_dir,
+        run_id,
+        "segmentation",
+    )
+    rules_file = _write_rules(settings.publish_dir, month, run.explanation.rules_text, mapping)
+    with finegrid.connect() as con:
+        replace_month(con, "ml.customer_segments", run.segments.drop("rule_index"))
+        replace_month(con, "ml.segment_profiles", run.profiles)
+        record_run(
+            con,
+            {
+                "run_id": run_id,
+                "model_name": "segmentation_kmeans",
+                "config_version": f"{config['version']} / mapping {mapping['version']}",
+                "created_at": datetime.now(UTC).replace(tzinfo=None),
+                "as_of_month": month,
+                "data_window": f"features as of {month:%Y-%m}",
+                "features": [f["name"] for f in config["features"]],
+                "metrics": json.dumps(
+                    {
+                        "k": {c.population: c.k for c in run.clusters},
+                        "stability_ari": {c.population: c.stability_ari for c in run.clusters},
+                        "tree_fidelity": run.explanation.fidelity,
+                        "segment_change_share": change,
+                        "skewness": {c.population: c.evidence.to_dicts() for c in run.clusters},
+                    }
+                ),
+                "gate": json.dumps([g.__dict__ for g in gate], default=nan_to_none),
+                "artifact_path": str(path),
+                "artifact_sha256": sha,
+                "dagster_run_id": context.run_id,
+            },
+        )
+    sizes = run.segments["segment_code"].value_counts().sort("segment_code")
+    yield dg.MaterializeResult(
+        asset_key=SEGMENTS,
+        metadata={
+            **_run_metadata(month, len(run.segments), run_id),
+            "segments": dg.MetadataValue.md("\n".join(f"- {s}: {n}" for s, n in sizes.iter_rows())),
+            "k": json.dumps({c.population: c.k for c in run.clusters}),
+            "bootstrap_stability_ari": json.dumps(
+                {c.population: round(c.stability_ari, 3) for c in run.clusters}
+            ),
+            "tree_fidelity": run.explanation.fidelity,
+            "tree_rules": dg.MetadataValue.md(f"```\n{run.explanation.rules_text}\n```"),
+            "rules_file": str(rules_file),
+            "preprocessing_evidence": dg.MetadataValue.md(_evidence(run.clusters)),
+            "k_selection": dg.MetadataValue.md(
+                plots.k_selection({c.population: c.selection for c in run.clusters})
+            ),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=PROFILES,
+        metadata={
+            "clusters": len(run.profiles),
+            "profiles": dg.MetadataValue.md(plots.segment_profiles(run.profiles)),
+        },
+    )
+    for result in gate:
+        yield _check(result, SEGMENTS)
+
+
+def _evidence(clusters) -> str:
+    """Skewness of each clustering feature before and after its transform, per population."""
+    lines = [
+        "| population | feature | transform | skew raw | skew used | missing |",
+        "|---" * 6 + "|",
+    ]
+    for c in clusters:
+        for r in c.evidence.iter_rows(named=True):
+            lines.append(
+                f"| {c.population} | {r['feature']} | {r['transform']} | {r['skew_raw']:.2f} "
+                f"| {r['skew_used']:.2f} | {r['missing_share']:.1%} |"
+            )
+    return "\n".join(lines)
+
+
+def _previous_segments(con: duckdb.DuckDBPyConnection, month: date) -> pl.DataFrame | None:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = 'ml' AND table_name = 'customer_segments'"
+    ).fetchone()[0]
+    if not exists:
+        return None
+    return con.execute(
+        """SELECT customer_id, segment_code FROM ml.customer_segments
+           WHERE as_of_month = (SELECT max(as_of_month) FROM ml.customer_segments
+                                WHERE as_of_month <= ?)""",
+        [month],
+    ).pl()
+
+
+def _write_rules(publish_dir: Path, month: date, rules: str, mapping: dict) -> Path:
+    publish_dir.mkdir(parents=True, exist_ok=True)
+    path = publish_dir / f"segment_rules_{month:%Y%m}.txt"
+    header = (
+        f"Segment rules for {month:%Y-%m} (segment mapping {mapping['version']}): a decision "
+        "tree that reproduces the segments; each line is one leaf.\n"
+        "客户分群规则：复现分群结果的决策树，每行一个叶节点。\n\n"
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + rules + "\n", "utf-8")
+    tmp.replace(path)
+    return path
+
+
+def model_assets() -> list[dg.AssetsDefinition]:
+    return [risk_scores, customer_segments]

@@ -56,12 +56,20 @@ class TimeSplit:
     holdout_months: list[date]
     score_month: date
 
+    @property
+    def refit_months(self) -> list[date]:
+        """After evaluation the scoring model is refit on every labelled month but the last,
+        which calibrates it: the same procedure, on the most recent behaviour."""
+        return [*self.train_months, self.calibration_month, *self.holdout_months][:-1]
+
     def describe(self) -> str:
+        refit = self.refit_months
         return (
             f"train {self.train_months[0]:%Y-%m}…{self.train_months[-1]:%Y-%m}, "
             f"calibrate {self.calibration_month:%Y-%m}, "
-            f"holdout {self.holdout_months[0]:%Y-%m}…{self.holdout_months[-1]:%Y-%m}, "
-            f"score {self.score_month:%Y-%m}"
+            f"holdout {self.holdout_months[0]:%Y-%m}…{self.holdout_months[-1]:%Y-%m}; "
+            f"scoring model refit {refit[0]:%Y-%m}…{refit[-1]:%Y-%m}, calibrated "
+            f"{self.holdout_months[-1]:%Y-%m}; score {self.score_month:%Y-%m}"
         )
 
 
@@ -111,7 +119,8 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 class RiskModel:
     features: list[str]
     split: TimeSplit
-    model: CalibratedClassifierCV
+    model: CalibratedClassifierCV  # the scoring model (refit after evaluation)
+    evaluated: CalibratedClassifierCV  # the model the holdout metrics describe
     baseline: CalibratedClassifierCV
     medians: np.ndarray
     metrics: dict[str, dict[str, float]]
@@ -145,16 +154,7 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
     if y_fit.sum() < 5 or y_hold.sum() < 1 or y_cal.sum() < 1:
         raise ValueError("too few customers fell into arrears to train and evaluate on")
 
-    gbm = HistGradientBoostingClassifier(
-        learning_rate=0.06,
-        max_iter=300,
-        max_leaf_nodes=15,
-        min_samples_leaf=40,
-        l2_regularization=1.0,
-        early_stopping=True,
-        validation_fraction=0.15,
-        random_state=seed,
-    ).fit(x_fit, y_fit)
+    gbm = _gbm(seed).fit(x_fit, y_fit)
     logit = make_pipeline(
         SimpleImputer(strategy="median"),
         QuantileTransformer(output_distribution="normal", n_quantiles=200, random_state=seed),
@@ -163,10 +163,24 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
     model, baseline = _calibrate(gbm, x_cal, y_cal), _calibrate(logit, x_cal, y_cal)
 
     p_hold, p_base = model.predict_proba(x_hold)[:, 1], baseline.predict_proba(x_hold)[:, 1]
+    refit = known.filter(pl.col("as_of_month").is_in(split.refit_months))
+    last = known.filter(pl.col("as_of_month") == split.holdout_months[-1])
+    # Without both outcomes in the last month there is nothing to calibrate a refit on: the
+    # evaluated model scores.
+    scorer = (
+        _calibrate(
+            _gbm(seed).fit(_matrix(refit, features), refit["label"].to_numpy()),
+            _matrix(last, features),
+            last["label"].to_numpy(),
+        )
+        if last["label"].n_unique() == 2
+        else model
+    )
     result = RiskModel(
         features=features,
         split=split,
-        model=model,
+        model=scorer,
+        evaluated=model,
         baseline=baseline,
         medians=np.nanmedian(x_fit, axis=0),
         metrics={"gbm": metrics(y_hold, p_hold), "logistic": metrics(y_hold, p_base)},
@@ -183,6 +197,19 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
     order = np.argsort(-importance.importances_mean)
     result.top_features = [features[i] for i in order[:8] if importance.importances_mean[i] > 0]
     return result
+
+
+def _gbm(seed: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        learning_rate=0.06,
+        max_iter=300,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        random_state=seed,
+    )
 
 
 def _reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -150,7 +150,7 @@ def risk_scores(
                 "gate": json.dumps([g.__dict__ for g in gate], default=nan_to_none),
                 "artifact_path": str(path),
                 "artifact_sha256": sha,
-                "dagster_run_id": context.run_id,
+                "dagster_run_id": context.run.run_id,
             },
         )
     grades = run.scores["risk_grade"].value_counts().sort("risk_grade")
@@ -248,7 +248,7 @@ def customer_segments(
                 "gate": json.dumps([g.__dict__ for g in gate], default=nan_to_none),
                 "artifact_path": str(path),
                 "artifact_sha256": sha,
-                "dagster_run_id": context.run_id,
+                "dagster_run_id": context.run.run_id,
             },
         )
     sizes = run.segments["segment_code"].value_counts().sort("segment_code")

@@ -33,6 +33,9 @@ class RiskRun:
 
 
 def run_risk(features: pl.DataFrame, config: dict, month: date | None = None) -> RiskRun:
+    # Row order feeds early stopping's validation split: fix it, so the same data always gives
+    # the same model whatever order the warehouse returned the rows in.
+    features = features.sort(["as_of_month", "customer_id"])
     label = config["label"]
     labelled = risk_lib.add_labels(features, label["days_overdue"], label["horizon_months"])
     model = risk_lib.train(labelled, config)
@@ -52,8 +55,14 @@ class SegmentRun:
 def run_segmentation(
     features: pl.DataFrame, scores: pl.DataFrame, config: dict, mapping: dict, month: date
 ) -> SegmentRun:
-    frame = scoring_frame(features, month).join(
-        scores.select("customer_id", "risk_probability", "risk_grade"), on="customer_id", how="left"
+    frame = (
+        scoring_frame(features, month)
+        .join(
+            scores.select("customer_id", "risk_probability", "risk_grade"),
+            on="customer_id",
+            how="left",
+        )
+        .sort("customer_id")  # k-means initialisation depends on row order
     )
     clusters = seg.cluster_all(frame, config)
     assigned = seg.assignments(clusters)

@@ -141,7 +141,7 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
     seed = config["seed"]
     horizon = config["label"]["horizon_months"]
     split = time_split(labelled, horizon, config.get("min_history_months", 3))
-    known = labelled.filter(pl.col("label").is_not_null())
+    known = labelled.filter(pl.col("label").is_not_null()).sort(["as_of_month", "customer_id"])
     fit = known.filter(pl.col("as_of_month").is_in(split.train_months))
     # A feature never observed in the training months (a 12-month trend in a short history)
     # carries nothing to learn from: it is left out, and the run records which were used.

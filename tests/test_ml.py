@@ -277,3 +277,19 @@ def test_a_feature_never_observed_in_training_is_left_out():
     history = _history(months=18).with_columns(pl.lit(None, dtype=pl.Float64).alias("empty"))
     model = risk_lib.train(risk_lib.add_labels(history, 30, 3), config)
     assert model.features == ["late_bills_12m", "noise"]
+
+
+def test_the_risk_run_does_not_depend_on_row_order():
+    from ml.pipeline import run_risk
+
+    config = {
+        "seed": 0,
+        "features": ["late_bills_12m", "noise"],
+        "label": {"days_overdue": 30, "horizon_months": 3},
+        "min_history_months": 2,
+        "grades": load_config("risk")["grades"],
+    }
+    history = _history(months=18)
+    first = run_risk(history, config).scores.sort("customer_id")
+    again = run_risk(history.sample(fraction=1.0, shuffle=True, seed=9), config).scores
+    assert first.equals(again.sort("customer_id"))

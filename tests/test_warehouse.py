@@ -275,7 +275,7 @@ def test_customer_features_one_row_per_customer_and_month(built):
         assert features[dim].drop_nulls().len() > 0, dim
 
 
-def test_no_personal_data_reaches_the_warehouse_models(built):
+def test_no_personal_data_reaches_the_models_or_the_analyst_snapshot(built):
     con = duckdb.connect()
     attach_vault(con, built.vault, PII_KEY)
     secrets = {
@@ -287,18 +287,21 @@ def test_no_personal_data_reaches_the_warehouse_models(built):
     con.close()
     assert len(secrets) > 100
     pattern = "|".join(re.escape(s) for s in sorted(secrets))
-    with duckdb.connect(str(built.warehouse), read_only=True) as wh:
-        columns = wh.execute(
-            """SELECT table_schema, table_name, column_name FROM information_schema.columns
-               WHERE table_schema IN ('staging', 'intermediate', 'marts')
-                 AND data_type = 'VARCHAR'"""
-        ).fetchall()
-        for schema, table, column in columns:
-            hits = wh.execute(
-                f'SELECT count(*) FROM {schema}."{table}" WHERE regexp_matches("{column}", ?)',
-                [pattern],
-            ).fetchone()[0]
-            assert hits == 0, f"{schema}.{table}.{column}"
+    snapshot = Path(built.resource.publish_dir) / "analytics.duckdb"
+    for db in (built.warehouse, snapshot):
+        with duckdb.connect(str(db), read_only=True) as con:
+            columns = con.execute(
+                """SELECT table_schema, table_name, column_name FROM information_schema.columns
+                   WHERE table_schema IN ('staging', 'intermediate', 'marts', 'ml', 'publish')
+                     AND data_type = 'VARCHAR'"""
+            ).fetchall()
+            assert len(columns) > 20
+            for schema, table, column in columns:
+                hits = con.execute(
+                    f'SELECT count(*) FROM {schema}."{table}" WHERE regexp_matches("{column}", ?)',
+                    [pattern],
+                ).fetchone()[0]
+                assert hits == 0, f"{db.name}: {schema}.{table}.{column}"
 
 
 def test_the_readme_query_answers_last_summer_by_district(built):
@@ -517,3 +520,49 @@ def test_a_second_segmentation_run_replaces_its_month_and_reports_no_change(buil
         before = built.sql("SELECT count(*) AS n FROM ml.customer_segments")["n"][0]
         assert con.execute("SELECT count(*) FROM ml.customer_segments").fetchone()[0] == before
         assert con.execute("SELECT count(*) FROM ml.model_runs").fetchone()[0] == 3
+
+
+def test_the_analyst_snapshot_holds_marts_and_ml_read_only_without_personal_data(built):
+    snapshot = Path(built.resource.publish_dir) / "analytics.duckdb"
+    assert snapshot.exists()
+    assert oct(snapshot.stat().st_mode)[-3:] == "444"
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        tables = dict(
+            ((s, t), con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0])
+            for s, t in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+            ).fetchall()
+        )
+    assert {s for s, _ in tables} == {"marts", "ml"}
+    for (schema, table), rows in tables.items():
+        assert built.sql(f'SELECT count(*) AS n FROM "{schema}"."{table}"')["n"][0] == rows
+    assert ("marts", "customer_features") in tables and ("ml", "customer_segments") in tables
+
+
+def test_a_reader_keeps_a_complete_snapshot_while_it_is_replaced(built, tmp_path):
+    from orchestration.publish.snapshot import write_snapshot
+
+    first = write_snapshot(built.warehouse, tmp_path)
+    reader = duckdb.connect(str(first.path), read_only=True)
+    try:
+        before = reader.execute("SELECT count(*) FROM marts.customer_features").fetchone()[0]
+        second = write_snapshot(built.warehouse, tmp_path)  # replaced under the open reader
+        assert (
+            reader.execute("SELECT count(*) FROM marts.customer_features").fetchone()[0] == before
+        )
+        assert second.tables == first.tables
+        assert [p.name for p in tmp_path.iterdir()] == ["analytics.duckdb"]
+    finally:
+        reader.close()
+
+
+def test_the_readme_analyst_queries_run_on_the_snapshot(built):
+    text = README.read_text("utf-8")
+    section = text[text.index("## The analyst snapshot") : text.index("## Layout")]
+    queries = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert len(queries) == 5
+    with duckdb.connect(
+        str(Path(built.resource.publish_dir) / "analytics.duckdb"), read_only=True
+    ) as con:
+        for sql in queries:
+            assert con.execute(sql).fetchall(), sql.splitlines()[0]

@@ -1,0 +1,64 @@
+"""The analyst snapshot: a read-only copy of the warehouse's shareable schemas, replaced whole.
+
+Analysts query ``PUBLISH_DIR/analytics.duckdb`` and never hold a lock on the live warehouse.
+The copy is written to a temporary file beside it and moved into place in one rename, so a
+reader opens either the previous snapshot or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+# Schemas analysts may see. raw, ops and staging keep lineage, quarantined records and free
+# text, so they stay in the warehouse.
+SHARED_SCHEMAS = ("marts", "ml", "publish")
+SNAPSHOT_NAME = "analytics.duckdb"
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    path: Path
+    tables: dict[str, int]  # "schema.table" → rows
+    bytes: int
+
+
+def shared_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str, str]]:
+    return con.execute(
+        f"""SELECT table_schema, table_name FROM information_schema.tables
+            WHERE table_catalog = ? AND table_type = 'BASE TABLE'
+              AND table_schema IN ({", ".join("?" * len(SHARED_SCHEMAS))})
+            ORDER BY 1, 2""",
+        [catalog, *SHARED_SCHEMAS],
+    ).fetchall()
+
+
+def write_snapshot(warehouse: Path, publish_dir: Path) -> SnapshotResult:
+    """Copy the shared schemas of ``warehouse`` into ``publish_dir/analytics.duckdb``."""
+    publish_dir.mkdir(parents=True, exist_ok=True)
+    final = publish_dir / SNAPSHOT_NAME
+    tmp = publish_dir / f".{SNAPSHOT_NAME}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    # The new file is the connection's own database; the warehouse is only read.
+    with duckdb.connect(str(tmp)) as con:
+        con.execute(f"ATTACH '{warehouse}' AS warehouse (READ_ONLY)")
+        for schema, table in shared_tables(con, "warehouse"):
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            con.execute(
+                f'CREATE TABLE "{schema}"."{table}" AS SELECT * FROM warehouse."{schema}"."{table}"'
+            )
+            counts[f"{schema}.{table}"] = con.execute(
+                f'SELECT count(*) FROM "{schema}"."{table}"'
+            ).fetchone()[0]
+        con.execute("DETACH warehouse")
+        con.execute("CHECKPOINT")
+    if not counts:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"{warehouse} has no tables in {SHARED_SCHEMAS}: nothing to share")
+    os.chmod(tmp, 0o444)  # read-only for everyone: analysts read, the pipeline replaces
+    os.replace(tmp, final)
+    return SnapshotResult(final, counts, final.stat().st_size)

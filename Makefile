@@ -66,7 +66,7 @@ run: setup key
 
 ## test: set up, then the whole suite
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 ## ui: the Dagster UI on http://127.0.0.1:3000
 ui: setup key

@@ -1,8 +1,8 @@
 """The pipeline end to end: a simulated drop ingested, built by dbt and modelled through Dagster,
 its cleaned figures, segments and scores checked against what the simulator's truth implies.
 
-One Dagster run (ingestion + one `dbt build`) per test process serves the whole module; the
-tests share an xdist group so that only one process pays for it.
+One Dagster run (ingestion, one `dbt build`, the models, the snapshot) serves the whole module;
+`make test` distributes tests by file (`--dist loadfile`), so only one process pays for it.
 """
 
 import json
@@ -28,7 +28,7 @@ from orchestration.ingest.pii import attach_vault
 from orchestration.resources import FinegridResource
 from tests.conftest import PII_KEY, TEST_RATES, Drop, make_drop
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("warehouse")]
+pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

@@ -87,7 +87,7 @@ def run_segmentation(
         [f["name"] for f in config["features"]],
         seed=config["seed"],
     )
-    profiles = seg.profiles(clusters, frame).with_columns(pl.lit(month).alias("as_of_month"))
+    profiles = seg.profiles(clusters).with_columns(pl.lit(month).alias("as_of_month"))
     return SegmentRun(month, clusters, segments, profiles, explanation)
 
 

@@ -150,23 +150,19 @@ def assignments(results: list[PopulationClusters]) -> pl.DataFrame:
     )
 
 
-def profiles(results: list[PopulationClusters], frame: pl.DataFrame) -> pl.DataFrame:
-    """Each cluster: size, share, centre in original units (k-means centre) and the median of
-    every clustering feature over its members (what mapping rules read as `cluster.<f>`)."""
+def profiles(results: list[PopulationClusters]) -> pl.DataFrame:
+    """Each cluster: size, share and centre in original units (the k-means centre)."""
     total = sum(len(r.labels) for r in results)
     rows = []
     for r in results:
         centres = r.preprocessor.inverse(r.model.cluster_centers_)
-        members = frame.filter(pl.col("customer_id").is_in(r.customer_ids))
-        order = {c: i for i, c in enumerate(r.customer_ids)}
-        labels = np.array([r.labels[order[c]] for c in members["customer_id"]])
         for label in range(r.k):
-            sel = members.filter(pl.Series(labels == label))
+            size = int((r.labels == label).sum())
             row = {
                 "cluster_id": cluster_id(r.population, label),
                 "population": r.population,
-                "size": len(sel),
-                "share": len(sel) / total,
+                "size": size,
+                "share": size / total,
             }
             for j, name in enumerate(r.preprocessor.names):
                 row[f"centre_{name}"] = float(centres[label, j])

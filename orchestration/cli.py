@@ -13,6 +13,15 @@ import dagster as dg
 from orchestration.settings import Settings
 
 
+def check_evaluations(result: dg.ExecuteInProcessResult) -> list:
+    """Every asset-check evaluation a run reported."""
+    return [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+
+
 def run_pipeline() -> bool:
     """Materialise every asset (with its checks) in this process; True when all succeeded."""
     from orchestration.definitions import build_definitions
@@ -22,12 +31,7 @@ def run_pipeline() -> bool:
     has_home = bool(os.environ.get("DAGSTER_HOME"))
     instance = dg.DagsterInstance.get() if has_home else dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
-    failed_checks = [
-        e.asset_check_evaluation_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and not e.asset_check_evaluation_data.passed
-    ]
+    failed_checks = [c for c in check_evaluations(result) if not c.passed]
     for check in failed_checks:
         print(
             f"check failed: {check.asset_key.to_user_string()} {check.check_name}", file=sys.stderr

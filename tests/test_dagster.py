@@ -5,6 +5,7 @@ import dagster as dg
 import pytest
 
 from orchestration.assets.warehouse import dbt_resource, manifest_path
+from orchestration.cli import check_evaluations
 from orchestration.definitions import build_definitions
 from orchestration.resources import FinegridResource
 from orchestration.settings import ConfigError
@@ -70,11 +71,7 @@ def test_the_whole_ingestion_materialises_and_its_checks_pass(defs, drop, tmp_pa
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
-    evaluations = [
-        e.asset_check_evaluation_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
+    evaluations = check_evaluations(result)
     assert len(evaluations) == 22 and all(e.passed for e in evaluations)
     materialised = {
         e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata

@@ -179,6 +179,17 @@ def _history(n_customers: int = 400, months: int = 14, seed: int = 5) -> pl.Data
     return pl.DataFrame(rows)
 
 
+def _risk_config(features: list[str]) -> dict:
+    """The shipped grades with a small label window, for the synthetic histories."""
+    return {
+        "seed": 0,
+        "features": features,
+        "label": {"days_overdue": 30, "horizon_months": 3},
+        "min_history_months": 2,
+        "grades": load_config("risk")["grades"],
+    }
+
+
 def test_labels_look_ahead_three_months_and_stop_where_the_data_stops():
     frame = _history(5, 6)
     labelled = risk_lib.add_labels(frame, 30, 3)
@@ -203,13 +214,7 @@ def test_the_time_split_keeps_the_holdout_out_of_training():
 
 
 def test_the_risk_model_learns_the_latent_risk_and_grades_it():
-    config = {
-        "seed": 0,
-        "features": ["late_bills_12m", "noise"],
-        "label": {"days_overdue": 30, "horizon_months": 3},
-        "min_history_months": 2,
-        "grades": load_config("risk")["grades"],
-    }
+    config = _risk_config(["late_bills_12m", "noise"])
     labelled = risk_lib.add_labels(_history(months=18), 30, 3)
     model = risk_lib.train(labelled, config)
     m = model.metrics
@@ -267,13 +272,7 @@ def test_rules_files_live_in_one_place():
 
 
 def test_a_feature_never_observed_in_training_is_left_out():
-    config = {
-        "seed": 0,
-        "features": ["late_bills_12m", "noise", "empty"],
-        "label": {"days_overdue": 30, "horizon_months": 3},
-        "min_history_months": 2,
-        "grades": load_config("risk")["grades"],
-    }
+    config = _risk_config(["late_bills_12m", "noise", "empty"])
     history = _history(months=18).with_columns(pl.lit(None, dtype=pl.Float64).alias("empty"))
     model = risk_lib.train(risk_lib.add_labels(history, 30, 3), config)
     assert model.features == ["late_bills_12m", "noise"]
@@ -282,13 +281,7 @@ def test_a_feature_never_observed_in_training_is_left_out():
 def test_the_risk_run_does_not_depend_on_row_order():
     from ml.pipeline import run_risk
 
-    config = {
-        "seed": 0,
-        "features": ["late_bills_12m", "noise"],
-        "label": {"days_overdue": 30, "horizon_months": 3},
-        "min_history_months": 2,
-        "grades": load_config("risk")["grades"],
-    }
+    config = _risk_config(["late_bills_12m", "noise"])
     history = _history(months=18)
     first = run_risk(history, config).scores.sort("customer_id")
     again = run_risk(history.sample(fraction=1.0, shuffle=True, seed=9), config).scores

@@ -23,6 +23,7 @@ from ml.config import load_config
 from ml.registry import load_artifact
 from ml.truth import risk_against_truth, segment_agreement
 from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_resource
+from orchestration.cli import check_evaluations
 from orchestration.definitions import build_definitions
 from orchestration.ingest.pii import attach_vault
 from orchestration.resources import FinegridResource
@@ -77,17 +78,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Built
     return Built(drop, warehouse, vault, result, defs, resource)
 
 
-def _evaluations(result: dg.ExecuteInProcessResult) -> list:
-    return [
-        e.asset_check_evaluation_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
-
-
 def test_the_pipeline_builds_and_every_dbt_test_is_a_passing_check(built):
     assert built.result.success
-    evaluations = _evaluations(built.result)
+    evaluations = check_evaluations(built.result)
     expected = built.defs.resolve_asset_graph().asset_check_keys
     assert {(e.asset_key, e.check_name) for e in evaluations} == {
         (k.asset_key, k.name) for k in expected
@@ -415,7 +408,7 @@ def test_an_error_severity_failure_blocks_what_is_downstream(built, tmp_path):
         raise_on_error=False,
     )
     assert not result.success
-    failed = [e for e in _evaluations(result) if not e.passed]
+    failed = [e for e in check_evaluations(result) if not e.passed]
     assert [e.asset_key for e in failed] == [downstream[0]]
     assert "pay_mode" in failed[0].check_name
     materialised = {
@@ -465,7 +458,7 @@ def test_model_runs_are_recorded_and_their_artifacts_verified(built):
 
 
 def test_the_quality_gate_passed_as_blocking_checks(built):
-    gate = {e.check_name: e for e in _evaluations(built.result) if e.asset_key.path[0] == "ml"}
+    gate = {e.check_name: e for e in check_evaluations(built.result) if e.asset_key.path[0] == "ml"}
     assert set(gate) == {
         "risk_auc_above_floor",
         "tree_fidelity",
@@ -513,7 +506,7 @@ def test_a_second_segmentation_run_replaces_its_month_and_reports_no_change(buil
         instance=dg.DagsterInstance.ephemeral(),
     )
     change = next(
-        e for e in _evaluations(result) if e.check_name == "segment_changes_within_threshold"
+        e for e in check_evaluations(result) if e.check_name == "segment_changes_within_threshold"
     )
     assert change.passed and change.metadata["value"].value == 0.0
     with duckdb.connect(str(warehouse), read_only=True) as con:

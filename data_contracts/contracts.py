@@ -30,6 +30,7 @@ PHYSICAL_TYPES = re.compile(r"^(VARCHAR|INTEGER|BIGINT|DOUBLE|DATE|TIMESTAMP|DEC
 FORMATS = {"csv", "parquet", "jsonl"}
 ENCODINGS = {"GBK": "gbk", "UTF-8": "utf-8", "UTF-8-BOM": "utf-8-sig"}
 PII_HANDLING = {"vault", "redact"}
+CONTACT_MASKS = {"name", "phone", "address"}
 
 
 class ContractError(ValueError):
@@ -59,6 +60,9 @@ class Column:
     description: str | None = None
     pii: str | None = None  # "vault": moved to the vault; "redact": patterns masked in place
     derived: tuple[DerivedColumn, ...] = ()
+    # How a vault column is masked when a target list carries it without needing it (name,
+    # phone, address); a column without one is never published (identity numbers).
+    contact_mask: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,13 @@ def _parse_column(path: Path, where: str, prop: dict[str, Any]) -> Column:
     )
     if derived and pii != "vault":
         raise _fail(path, f"{where}.customProperties.derivedColumns", "only for pii: vault columns")
+    contact_mask = custom.get("contactMask")
+    if contact_mask is not None and (pii != "vault" or contact_mask not in CONTACT_MASKS):
+        raise _fail(
+            path,
+            f"{where}.customProperties.contactMask",
+            f"{contact_mask!r}: only for pii: vault columns, one of {sorted(CONTACT_MASKS)}",
+        )
     return Column(
         name=prop["name"],
         physical_type=physical,
@@ -168,6 +179,7 @@ def _parse_column(path: Path, where: str, prop: dict[str, Any]) -> Column:
         description=prop.get("description"),
         pii=pii,
         derived=derived,
+        contact_mask=contact_mask,
     )
 
 

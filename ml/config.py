@@ -6,6 +6,7 @@ A bad file fails with its path and the field at fault, never later inside a mode
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ class ConfigError(ValueError):
 
 
 _NAME = {"type": "string", "minLength": 1}
+# A list of conditions `{field, op, value}`, all of which must hold (shared with the tag and
+# campaign rules in business_rules/).
+CONDITIONS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["field", "op", "value"],
+        "additionalProperties": False,
+        "properties": {"field": _NAME, "op": {"enum": list(OPERATORS)}, "value": {}},
+    },
+}
 _SCHEMAS: dict[str, dict] = {
     "segmentation": {
         "type": "object",
@@ -92,19 +104,7 @@ _SCHEMAS: dict[str, dict] = {
                         "segment": _NAME,
                         "source": {"enum": ["risk", "attribute", "cluster"]},
                         "reason": _NAME,
-                        "when": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["field", "op", "value"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "field": _NAME,
-                                    "op": {"enum": list(OPERATORS)},
-                                    "value": {},
-                                },
-                            },
-                        },
+                        "when": CONDITIONS_SCHEMA,
                     },
                 },
             },
@@ -168,39 +168,50 @@ def feature_catalogue() -> dict[str, dict[str, Any]]:
     }
 
 
-def _fail(path: Path, where: str, message: str) -> ConfigError:
+def fail(path: Path, where: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {where}: {message}")
 
 
-def load_config(name: str, path: Path | None = None) -> dict[str, Any]:
-    """Load and validate one rules file (``segmentation``, ``segment_mapping`` or ``risk``)."""
-    path = path or CONFIG_DIR / f"{name}.yaml"
+def read_validated(
+    path: Path, schema: dict, where: Callable[[Any, list], str] | None = None
+) -> Any:
+    """A YAML file checked against a JSON schema; the first error names the file and the field
+    (``where`` may name it better than the path of keys, e.g. by a campaign's code)."""
     try:
         doc = yaml.safe_load(path.read_text("utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot be read as YAML: {exc}") from exc
     errors = sorted(
-        jsonschema.Draft202012Validator(_SCHEMAS[name]).iter_errors(doc),
+        jsonschema.Draft202012Validator(schema).iter_errors(doc),
         key=lambda e: list(e.absolute_path),
     )
     if errors:
         e = errors[0]
-        raise _fail(path, "/".join(map(str, e.absolute_path)) or "(top level)", e.message)
+        parts = list(e.absolute_path)
+        location = where(doc, parts) if where else ""
+        raise fail(path, location or "/".join(map(str, parts)) or "(top level)", e.message)
+    return doc
+
+
+def load_config(name: str, path: Path | None = None) -> dict[str, Any]:
+    """Load and validate one rules file (``segmentation``, ``segment_mapping`` or ``risk``)."""
+    path = path or CONFIG_DIR / f"{name}.yaml"
+    doc = read_validated(path, _SCHEMAS[name])
     catalogue = feature_catalogue()
     if name == "segmentation":
         for i, f in enumerate(doc["features"]):
             if f["name"] not in catalogue:
-                raise _fail(path, f"features/{i}/name", f"{f['name']!r} is no customer feature")
+                raise fail(path, f"features/{i}/name", f"{f['name']!r} is no customer feature")
         lo, hi = doc["k_range"]
         if lo > hi:
-            raise _fail(path, "k_range", f"{lo} > {hi}")
+            raise fail(path, "k_range", f"{lo} > {hi}")
     elif name == "risk":
         for i, f in enumerate(doc["features"]):
             if f not in catalogue:
-                raise _fail(path, f"features/{i}", f"{f!r} is no customer feature")
+                raise fail(path, f"features/{i}", f"{f!r} is no customer feature")
         bounds = [g["below"] for g in doc["grades"]]
         if bounds != sorted(bounds) or bounds[-1] <= 1:
-            raise _fail(path, "grades", "bounds must rise and the last must exceed 1")
+            raise fail(path, "grades", "bounds must rise and the last must exceed 1")
     else:
         _check_mapping(path, doc, catalogue)
     return doc
@@ -213,13 +224,22 @@ MAPPING_FIELDS = {"risk_grade", "risk_probability", "cluster_id"}
 def _check_mapping(path: Path, doc: dict, catalogue: dict) -> None:
     segments = doc["segments"]
     if doc["default"] not in segments:
-        raise _fail(path, "default", f"{doc['default']!r} is not a declared segment")
+        raise fail(path, "default", f"{doc['default']!r} is not a declared segment")
     for i, rule in enumerate(doc["rules"]):
         if rule["segment"] not in segments:
-            raise _fail(path, f"rules/{i}/segment", f"{rule['segment']!r} is not declared")
-        for j, cond in enumerate(rule["when"]):
-            field = cond["field"].removeprefix("cluster.")
-            if field not in catalogue and cond["field"] not in MAPPING_FIELDS:
-                raise _fail(path, f"rules/{i}/when/{j}/field", f"{cond['field']!r} is unknown")
-            if cond["op"] == "in" and not isinstance(cond["value"], list):
-                raise _fail(path, f"rules/{i}/when/{j}/value", "'in' needs a list")
+            raise fail(path, f"rules/{i}/segment", f"{rule['segment']!r} is not declared")
+        allowed = set(catalogue) | MAPPING_FIELDS | {f"cluster.{f}" for f in catalogue}
+        check_conditions(path, f"rules/{i}/when", rule["when"], allowed)
+
+
+def check_conditions(path: Path, where: str, when: list[dict], allowed: set[str]) -> None:
+    """Every condition names an allowed field and gives its operator a value of the right kind."""
+    for j, cond in enumerate(when):
+        if cond["field"] not in allowed:
+            raise fail(path, f"{where}/{j}/field", f"{cond['field']!r} is no catalogued field")
+        is_list = isinstance(cond["value"], list)
+        if (cond["op"] == "in") != is_list:
+            need = "a list" if cond["op"] == "in" else "a single value"
+            raise fail(path, f"{where}/{j}/value", f"{cond['op']!r} needs {need}")
+        if cond["op"] in ("ge", "gt", "le", "lt") and not isinstance(cond["value"], int | float):
+            raise fail(path, f"{where}/{j}/value", f"{cond['op']!r} needs a number")

@@ -24,15 +24,18 @@ _OPS = {
 }
 
 
-def _condition(rule: dict) -> pl.Expr:
+def condition(when: list[dict]) -> pl.Expr:
+    """True where every condition holds; a missing (null) value never satisfies one. Fields and
+    operators are checked when the rules are loaded; values are bound as literals, never
+    spliced into a query."""
     expr = pl.lit(True)
-    for cond in rule["when"]:
+    for cond in when:
         test = _OPS[cond["op"]](pl.col(cond["field"]), cond["value"])
         expr = expr & test.fill_null(False)
     return expr
 
 
-class _Fields(string.Formatter):
+class ReasonFormatter(string.Formatter):
     """Formats a reason from a row; a missing or null value prints as '?'."""
 
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
@@ -54,11 +57,11 @@ def assign_segments(customers: pl.DataFrame, mapping: dict) -> pl.DataFrame:
     rules = mapping["rules"]
     index = pl.lit(-1)
     for i in reversed(range(len(rules))):
-        index = pl.when(_condition(rules[i])).then(pl.lit(i)).otherwise(index)
+        index = pl.when(condition(rules[i]["when"])).then(pl.lit(i)).otherwise(index)
     ranked = customers.with_columns(index.alias("rule_index"))
     segment = [rules[i]["segment"] if i >= 0 else mapping["default"] for i in ranked["rule_index"]]
     sources = [rules[i]["source"] if i >= 0 else "default" for i in ranked["rule_index"]]
-    fmt = _Fields()
+    fmt = ReasonFormatter()
     reasons, confidence = [], []
     for row, src in zip(ranked.iter_rows(named=True), sources, strict=True):
         i = row["rule_index"]

@@ -77,6 +77,7 @@ def summary(settings: Settings) -> str:
     lines.append(f"unexplained rows (marker − loaded − quarantined): {unexplained}")
     lines += _warehouse_lines(settings)
     lines += _model_lines(settings)
+    lines += _publish_lines(settings)
     lines.append(f"warehouse: {settings.warehouse_path}   vault: {settings.pii_vault_path}")
     lines.append(f"rejected files moved to: {settings.landing_dir / '_rejected'}")
     return "\n".join(lines)
@@ -135,6 +136,36 @@ def _model_lines(settings: Settings) -> list[str]:
                 f"{ {k: round(v, 2) for k, v in m['stability_ari'].items()} }, "
                 f"tree fidelity {m['tree_fidelity']:.3f}"
             )
+    return lines
+
+
+def _publish_lines(settings: Settings) -> list[str]:
+    """Tags, target lists and where the published files are, when publishing has run."""
+    with settings.connect(read_only=True) as con:
+        tables = {
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'publish'"
+            ).fetchall()
+        }
+        if not {"customer_tags", "campaign_runs"} <= tables:
+            return ["", "publishing: not run yet"]
+        tags = con.execute(
+            """SELECT count(DISTINCT tag_code), count(DISTINCT customer_id), count(*)
+               FROM publish.customer_tags
+               WHERE as_of_month = (SELECT max(as_of_month) FROM publish.customer_tags)"""
+        ).fetchone()
+        runs = con.execute(
+            """SELECT as_of_month, campaign_code, channel, eligible, targets
+               FROM publish.campaign_runs
+               WHERE as_of_month = (SELECT max(as_of_month) FROM publish.campaign_runs)
+               ORDER BY campaign_code"""
+        ).fetchall()
+    lines = ["", f"tags: {tags[0]} tags on {tags[1]:,} customers ({tags[2]:,} customer-tags)"]
+    if runs:
+        lines.append(f"campaign targets {runs[0][0]:%Y-%m} (eligible → targets):")
+        lines += [f"  {c:<22}{ch:<15}{e:>7,} → {t:>6,}" for _, c, ch, e, t in runs]
+    lines.append(f"published: {settings.publish_dir}/campaigns/, report.html, analytics.duckdb")
     return lines
 
 

@@ -10,7 +10,7 @@ import dagster as dg
 
 from orchestration.assets.ingestion import ingestion_definitions
 from orchestration.assets.models import model_assets
-from orchestration.assets.publishing import analytics_snapshot
+from orchestration.assets.publishing import publishing_assets
 from orchestration.assets.warehouse import build_warehouse_assets, dbt_resource, manifest_path
 from orchestration.resources import FinegridResource
 
@@ -21,7 +21,7 @@ def build_definitions(manifest: Path | None = None) -> dg.Definitions:
     # DuckDB takes one writing process per file: runs execute in one process, so writers never
     # contend for the warehouse lock.
     return dg.Definitions(
-        assets=[*ingestion_assets, warehouse, *model_assets(), analytics_snapshot],
+        assets=[*ingestion_assets, *warehouse, *model_assets(), *publishing_assets()],
         asset_checks=ingestion_checks,
         resources={"finegrid": FinegridResource(), "dbt": dbt_resource()},
         executor=dg.in_process_executor,

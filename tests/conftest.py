@@ -102,3 +102,38 @@ def dbt_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from orchestration.assets.warehouse import parse_project
 
     return parse_project(tmp_path_factory.mktemp("dbt_target"))
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, installed here when missing (apt, as root); the test skips,
+    saying why, only where it cannot be installed."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    import os
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is missing and cannot be installed here (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            pytest.skip(f"installing chromium failed: {' '.join(args)}: {done.stderr[-500:]}")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("apt-get installed chromium but it is not on PATH")
+    return found

@@ -1,7 +1,8 @@
-"""The pipeline end to end: a simulated drop ingested, built by dbt and modelled through Dagster,
-its cleaned figures, segments and scores checked against what the simulator's truth implies.
+"""The pipeline end to end: a simulated drop ingested, built by dbt, modelled and published
+through Dagster, its cleaned figures, segments and scores checked against what the simulator's
+truth implies, its published tables, files and report against independent recounts.
 
-One Dagster run (ingestion, one `dbt build`, the models, the snapshot) serves the whole module;
+One Dagster run (ingestion, dbt, the models, publishing, the snapshot) serves the whole module;
 `make test` distributes tests by file (`--dist loadfile`), so only one process pays for it.
 """
 
@@ -27,7 +28,7 @@ from orchestration.cli import check_evaluations
 from orchestration.definitions import build_definitions
 from orchestration.ingest.pii import attach_vault
 from orchestration.resources import FinegridResource
-from tests.conftest import PII_KEY, TEST_RATES, Drop, make_drop
+from tests.conftest import CHROMIUM_FLAGS, PII_KEY, TEST_RATES, Drop, make_drop
 
 pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -526,7 +527,7 @@ def test_the_analyst_snapshot_holds_marts_and_ml_read_only_without_personal_data
                 "SELECT table_schema, table_name FROM information_schema.tables"
             ).fetchall()
         )
-    assert {s for s, _ in tables} == {"marts", "ml"}
+    assert {s for s, _ in tables} == {"marts", "ml", "publish"}
     for (schema, table), rows in tables.items():
         assert built.sql(f'SELECT count(*) AS n FROM "{schema}"."{table}"')["n"][0] == rows
     assert ("marts", "customer_features") in tables and ("ml", "customer_segments") in tables
@@ -559,3 +560,239 @@ def test_the_readme_analyst_queries_run_on_the_snapshot(built):
     ) as con:
         for sql in queries:
             assert con.execute(sql).fetchall(), sql.splitlines()[0]
+
+
+# ── publishing ─────────────────────────────────────────────────────────────────────────
+
+
+def _publish_dir(built) -> Path:
+    return Path(built.resource.publish_dir)
+
+
+def test_publishing_leaves_tags_lists_marts_snapshot_and_report(built):
+    for table in (
+        "tag_catalogue",
+        "customer_tags",
+        "customer_tag_history",
+        "segment_service_plan",
+        "customer_service_plan",
+        "campaign_targets",
+        "campaign_runs",
+        "customer_segment_months",
+        "sla_compliance",
+        "kpi_monthly",
+    ):
+        assert built.sql(f"SELECT count(*) AS n FROM publish.{table}")["n"][0] > 0, table
+    month = built.sql("SELECT max(as_of_month) AS m FROM ml.customer_segments")["m"][0]
+    tags = built.sql(
+        "SELECT count(DISTINCT tag_code) AS n FROM publish.customer_tags WHERE as_of_month = ?",
+        [month],
+    )["n"][0]
+    assert tags >= 25
+    runs = built.sql("SELECT campaign_code, targets FROM publish.campaign_runs")
+    assert len(runs) == 6 and runs["targets"].sum() > 0
+    folder = _publish_dir(built) / "campaigns"
+    for code in runs["campaign_code"]:
+        assert (folder / f"{code}_{month:%Y%m}.csv").exists()
+        assert (folder / f"{code}_{month:%Y%m}.parquet").exists()
+    assert (_publish_dir(built) / "report.html").exists()
+
+
+def test_tag_history_accounts_for_every_tagged_month(built):
+    counted = built.sql(
+        """SELECT customer_id, tag_code, count(*) AS months FROM publish.customer_tags
+           GROUP BY ALL ORDER BY ALL"""
+    )
+    from_history = built.sql(
+        """SELECT customer_id, tag_code, sum(months)::BIGINT AS months
+           FROM publish.customer_tag_history GROUP BY ALL ORDER BY ALL"""
+    )
+    assert counted.equals(from_history)
+    changes = built.sql(
+        "SELECT count(*) AS n FROM publish.customer_tag_history WHERE valid_to IS NOT NULL"
+    )["n"][0]
+    assert changes > 0  # month-to-month changes are visible
+    overlap = built.sql(
+        """SELECT count(*) AS n FROM publish.customer_tag_history a
+           JOIN publish.customer_tag_history b USING (customer_id, tag_code)
+           WHERE a.valid_from < b.valid_from AND coalesce(a.valid_to, DATE '9999-01-01') >
+                 b.valid_from"""
+    )["n"][0]
+    assert overlap == 0
+
+
+def test_target_lists_honour_exclusions_capacity_and_the_files_match_the_table(built):
+    month = built.sql("SELECT max(as_of_month) AS m FROM publish.campaign_targets")["m"][0]
+    targets = built.sql("SELECT * FROM publish.campaign_targets WHERE as_of_month = ?", [month])
+    status = built.sql("SELECT customer_id, status_code FROM marts.dim_customer")
+    joined = targets.join(status, on="customer_id")
+    assert joined.filter(pl.col("status_code").is_in(["2", "9"])).is_empty()
+    risky = built.sql(
+        "SELECT customer_id FROM ml.risk_scores WHERE as_of_month = ? AND risk_grade IN ('D','E')",
+        [month],
+    )["customer_id"]
+    upsell = targets.filter(pl.col("campaign_code").is_in(["TOU_PACKAGE", "DEDICATED_MANAGER"]))
+    assert upsell.filter(pl.col("customer_id").is_in(risky.to_list())).is_empty()
+    per_district = targets.filter(pl.col("campaign_code") == "TOU_PACKAGE").group_by(
+        "district_code"
+    )
+    assert per_district.len()["len"].max() <= 60
+    per_manager = targets.filter(pl.col("campaign_code") == "DEDICATED_MANAGER").group_by(
+        "account_manager_id"
+    )
+    assert per_manager.len()["len"].max() <= 8
+    for code, rows in targets.group_by("campaign_code"):
+        path = _publish_dir(built) / "campaigns" / f"{code[0]}_{month:%Y%m}.parquet"
+        published = pl.read_parquet(path)
+        assert published.select(rows.columns).sort("rank").equals(rows.sort("rank"))
+        assert published["rank"].to_list() == list(range(1, len(rows) + 1))
+        assert published["score"].is_sorted(descending=True)
+
+
+def test_contacts_come_from_the_vault_only_where_the_channel_needs_them(built):
+    con = duckdb.connect()
+    attach_vault(con, built.vault, PII_KEY)
+    vault = con.execute("SELECT cons_no, column_name, value FROM vault.customer_pii").pl()
+    con.close()
+    clear = {(r[0], r[1]): r[2] for r in vault.iter_rows()}
+    month = built.sql("SELECT max(as_of_month) AS m FROM publish.campaign_targets")["m"][0]
+    folder = _publish_dir(built) / "campaigns"
+    sms = pl.read_parquet(folder / f"PRE_DUE_REMINDER_{month:%Y%m}.parquet")
+    visit = pl.read_parquet(folder / f"SPECIAL_CARE_VISIT_{month:%Y%m}.parquet")
+    push = pl.read_parquet(folder / f"NEW_ENERGY_CONSULT_{month:%Y%m}.parquet")
+    assert len(sms) and len(visit) and len(push)
+    for row in sms.iter_rows(named=True):
+        assert row["contact_mobile"] == clear.get((row["customer_id"], "MOBILE"))
+        name = clear.get((row["customer_id"], "CONS_NAME"))
+        assert row["contact_cons_name"] != name and row["contact_cons_name"].endswith("*")
+        assert row["contact_addr"].endswith("****")
+    for row in visit.iter_rows(named=True):
+        assert row["contact_cons_name"] == clear.get((row["customer_id"], "CONS_NAME"))
+        assert row["contact_addr"] == clear.get((row["customer_id"], "ADDR"))
+    for row in push.iter_rows(named=True):
+        assert "****" in (row["contact_mobile"] or "****")
+        assert row["contact_cons_name"] != clear.get((row["customer_id"], "CONS_NAME"))
+    # the CSV for Excel: UTF-8 with a BOM, Chinese headers, the same rows
+    csv_path = folder / f"PRE_DUE_REMINDER_{month:%Y%m}.csv"
+    assert csv_path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert pl.read_csv(csv_path, infer_schema=False).height == len(sms)
+    # every value read from the vault is audited, none is stored in the audit
+    audit = built.sql("SELECT * FROM ops.contact_audit WHERE as_of_month = ?", [month])
+    targets = built.sql(
+        "SELECT campaign_code, count(*) AS n FROM publish.campaign_targets "
+        "WHERE as_of_month = ? GROUP BY 1",
+        [month],
+    )
+    assert len(audit) == 3 * targets["n"].sum()
+    clear_sms = audit.filter(
+        (pl.col("campaign_code") == "PRE_DUE_REMINDER") & (pl.col("disclosure") == "clear")
+    )
+    assert set(clear_sms["field"]) == {"MOBILE"} and len(clear_sms) == len(sms)
+    assert audit.filter(pl.col("campaign_code") == "NEW_ENERGY_CONSULT")[
+        "disclosure"
+    ].unique().to_list() == ["masked"]
+    assert set(audit["dagster_run_id"]) == {built.result.run_id}
+
+
+def test_sla_compliance_agrees_with_a_count_from_the_work_orders(built):
+    orders = built.sql(
+        """SELECT o.*, d.area_type FROM marts.fct_work_orders o
+           LEFT JOIN staging.districts d USING (district_code)"""
+    )
+    end = orders["accepted_at"].max()
+    repairs = orders.filter(pl.col("order_type_en") == "repair").with_columns(
+        pl.when(pl.col("area_type") == "rural").then(90).otherwise(45).alias("target")
+    )
+    measured = repairs.filter(
+        ~pl.col("has_time_disorder") & pl.col("arrival_minutes").is_not_null()
+    )
+    met = measured.filter(pl.col("arrival_minutes") <= pl.col("target")).height
+    late_open = repairs.filter(
+        ~pl.col("has_time_disorder")
+        & pl.col("arrived_at").is_null()
+        & ~pl.col("is_finished")
+        & ((end - pl.col("accepted_at")).dt.total_seconds() / 60 > pl.col("target"))
+    ).height
+    breached = measured.height - met + late_open
+    mart = built.sql(
+        """SELECT sum(met) AS met, sum(breached) AS breached, sum(orders) AS orders
+           FROM publish.sla_compliance WHERE order_type_en = 'repair' AND measure = 'arrival'"""
+    ).row(0, named=True)
+    assert (mart["met"], mart["breached"]) == (met, breached)
+    assert mart["orders"] == len(repairs)
+    assert met > 0 and breached > 0
+
+
+def test_kpis_add_up_to_the_features_and_the_work_orders(built):
+    kpi = built.sql(
+        """SELECT month, sum(customers) AS customers, sum(kwh) AS kwh,
+                  sum(complaints) AS complaints
+           FROM publish.kpi_monthly GROUP BY 1 ORDER BY 1"""
+    )
+    features = built.sql(
+        """SELECT as_of_month AS month, count(*) AS customers, sum(kwh_month) AS kwh
+           FROM marts.customer_features GROUP BY 1 ORDER BY 1"""
+    )
+    assert kpi["customers"].to_list() == features["customers"].to_list()
+    assert (kpi["kwh"] - features["kwh"]).abs().max() < 1e-6 * features["kwh"].max()
+    complaints = built.sql(
+        """SELECT count(*) AS n FROM marts.fct_work_orders
+           WHERE order_type_en = 'complaint' AND is_known_customer
+             AND accepted_month IN (SELECT as_of_month FROM marts.customer_features)"""
+    )["n"][0]
+    assert kpi["complaints"].sum() == complaints
+    segments = built.sql(
+        """SELECT segment_code, customers FROM publish.kpi_monthly
+           WHERE month = (SELECT max(as_of_month) FROM ml.customer_segments)
+             AND segment_code <> 'unsegmented' ORDER BY 1"""
+    )
+    scored = built.sql(
+        """SELECT segment_code, count(*) AS customers FROM ml.customer_segments
+           WHERE as_of_month = (SELECT max(as_of_month) FROM ml.customer_segments)
+           GROUP BY 1 ORDER BY 1"""
+    )
+    assert segments.equals(scored)
+
+
+def test_every_segmented_customer_has_a_service_plan(built):
+    missing = built.sql(
+        """SELECT count(*) AS n FROM ml.customer_segments s
+           LEFT JOIN publish.customer_service_plan p USING (customer_id, as_of_month)
+           WHERE p.plan_code IS NULL"""
+    )["n"][0]
+    assert missing == 0
+    managed = built.sql(
+        """SELECT p.segment_code, count(p.account_manager_id) AS managed, count(*) AS n
+           FROM publish.customer_service_plan p GROUP BY 1"""
+    ).rows_by_key("segment_code", named=True, unique=True)
+    assert managed["high_value_stable"]["managed"] == managed["high_value_stable"]["n"]
+    assert managed["basic_need"]["managed"] == 0
+
+
+def test_the_report_renders_in_headless_chromium_with_its_charts(built, chromium, tmp_path):
+    from PIL import Image
+
+    report = _publish_dir(built) / "report.html"
+    page = report.resolve().as_uri()
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
+    ).stdout
+    for section in ("segments", "kpi", "sla", "campaigns"):
+        assert f'id="{section}"' in dom
+    assert dom.count("<svg") >= 4
+    # self-contained: no script, and nothing loaded from elsewhere
+    assert "<script" not in dom
+    assert not re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", report.read_text("utf-8"))
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2400", page],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    image = Image.open(shot).convert("L")
+    histogram = image.histogram()
+    white = histogram[255] / sum(histogram)
+    assert white < 0.9, f"the rendered report is {white:.0%} white"
+    assert len([v for v in histogram if v]) > 50  # charts and text, not a flat page

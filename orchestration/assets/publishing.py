@@ -1,27 +1,395 @@
-"""What analysts and service staff receive. So far: the read-only analyst snapshot."""
+"""What marketing, service staff, management and analysts receive: thin wiring around
+``orchestration.publish``.
+
+Tags (all months, with history), service plans, campaign target lists with audited contact
+details, the HTML report and the read-only analyst snapshot. Every asset runs after the model
+gate's blocking checks, so nothing is published from a model that failed it.
+"""
+
+import json
+import uuid
+from datetime import date
 
 import dagster as dg
+import duckdb
+import polars as pl
 
+from orchestration.assets.models import FEATURES, PROFILES, RISK, SEGMENTS
+from orchestration.ingest.pii import attach_vault
+from orchestration.publish.campaigns import (
+    assign_account_managers,
+    select_targets,
+    write_target_files,
+)
+from orchestration.publish.contacts import contact_column, resolve_contacts, write_audit
+from orchestration.publish.frames import campaign_frame, customer_months
+from orchestration.publish.report import write_report
+from orchestration.publish.rules import (
+    campaign_fields,
+    contact_labels,
+    contact_masks,
+    default_rules,
+    tag_fields,
+)
+from orchestration.publish.service import customer_plans, plan_frame
 from orchestration.publish.snapshot import SHARED_SCHEMAS, write_snapshot
+from orchestration.publish.tags import catalogue_frame, evaluate_tags, tag_history
 from orchestration.resources import FinegridResource
 
+DIM_CUSTOMER = dg.AssetKey(["marts", "dim_customer"])
+WORK_ORDERS = dg.AssetKey(["marts", "fct_work_orders"])
+TAGS = dg.AssetKey(["publish", "customer_tags"])
+TAG_HISTORY = dg.AssetKey(["publish", "customer_tag_history"])
+PLANS = dg.AssetKey(["publish", "segment_service_plan"])
+CUSTOMER_PLANS = dg.AssetKey(["publish", "customer_service_plan"])
+TARGETS = dg.AssetKey(["publish", "campaign_targets"])
+REPORT = dg.AssetKey(["publish", "report"])
 SNAPSHOT = dg.AssetKey(["publish", "analytics_snapshot"])
+# The dbt models of models/publish (KPI and SLA marts), built after the models.
+DBT_PUBLISH = [
+    dg.AssetKey(["publish", name])
+    for name in ("customer_segment_months", "sla_compliance", "kpi_monthly")
+]
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Replace ``table`` with ``frame`` in one statement (readers see the old or the new)."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    con.register("incoming", frame.to_arrow())
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")
+    finally:
+        con.unregister("incoming")
+
+
+def replace_rows(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list
+) -> None:
+    """Idempotent: delete ``where`` then insert ``frame`` in one transaction."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    con.register("incoming", frame.to_arrow())
+    try:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
+        con.execute("BEGIN")
+        con.execute(f"DELETE FROM {table} WHERE {where}", params)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        con.execute("COMMIT")
+    finally:
+        con.unregister("incoming")
+
+
+def _latest_scored_month(con: duckdb.DuckDBPyConnection) -> date:
+    month = con.execute("SELECT max(as_of_month) FROM ml.customer_segments").fetchone()[0]
+    if month is None:
+        raise dg.Failure("ml.customer_segments is empty: materialise the models first")
+    return month
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            TAGS,
+            deps=[FEATURES, DIM_CUSTOMER, SEGMENTS, RISK],
+            group_name="publish",
+            kinds={"polars", "duckdb"},
+            description="publish.customer_tags: one row per customer, month and tag that holds "
+            "(business_rules/tags.yaml), with the figure it rests on; publish.tag_catalogue "
+            "lists the library.",
+        ),
+        dg.AssetSpec(
+            TAG_HISTORY,
+            deps=[TAGS],
+            group_name="publish",
+            kinds={"polars", "duckdb"},
+            description="publish.customer_tag_history: the months each tag held as intervals "
+            "valid_from → valid_to (null while it still holds).",
+        ),
+    ]
+)
+def customer_tags(finegrid: FinegridResource):
+    library = default_rules()["tags"]
+    with finegrid.connect(read_only=True) as con:
+        months = customer_months(con, tag_fields(library))
+    tags = evaluate_tags(months, library)
+    latest = months["as_of_month"].max()
+    history = tag_history(tags, latest)
+    catalogue = catalogue_frame(library)
+    with finegrid.connect() as con:
+        replace_table(con, "publish.tag_catalogue", catalogue)
+        replace_table(con, "publish.customer_tags", tags)
+        replace_table(con, "publish.customer_tag_history", history)
+    now = tags.filter(pl.col("as_of_month") == latest)
+    counts = (
+        now.group_by("tag_code")
+        .len()
+        .join(catalogue.select("tag_code", "name_zh", "dimension"), on="tag_code", how="right")
+    )
+    started = history.filter(pl.col("valid_from") == latest).height
+    ended = history.filter(pl.col("valid_to") == latest).height
+    yield dg.MaterializeResult(
+        asset_key=TAGS,
+        metadata={
+            "as_of_month": str(latest),
+            "tags_in_library": len(catalogue),
+            "rows": len(tags),
+            "customers_tagged_latest": now["customer_id"].n_unique(),
+            "library_version": library["version"],
+            "latest_month_counts": dg.MetadataValue.md(
+                "| tag | 名称 | dimension | customers |\n|---|---|---|---|\n"
+                + "\n".join(
+                    f"| {r['tag_code']} | {r['name_zh']} | {r['dimension']} | {r['len'] or 0} |"
+                    for r in counts.sort("dimension", "tag_code").iter_rows(named=True)
+                )
+            ),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=TAG_HISTORY,
+        metadata={
+            "intervals": len(history),
+            "current": int(history["is_current"].sum()),
+            "tags_started_latest_month": started,
+            "tags_ended_latest_month": ended,
+        },
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            PLANS,
+            deps=[SEGMENTS],
+            group_name="publish",
+            kinds={"duckdb"},
+            description="publish.segment_service_plan: each segment's service package "
+            "(business_rules/service_plans.yaml): account manager, reports, channels, "
+            "response targets.",
+        ),
+        dg.AssetSpec(
+            CUSTOMER_PLANS,
+            deps=[PLANS, DIM_CUSTOMER],
+            group_name="publish",
+            kinds={"polars", "duckdb"},
+            description="publish.customer_service_plan: every segmented customer's plan per "
+            "scored month, with their account manager and repair-arrival promise.",
+        ),
+    ]
+)
+def service_plans(finegrid: FinegridResource):
+    rules = default_rules()
+    plans = plan_frame(rules["service_plans"])
+    with finegrid.connect(read_only=True) as con:
+        customers = con.execute(
+            """SELECT s.customer_id, s.as_of_month, s.segment_code, d.district_code, d.area_type
+               FROM ml.customer_segments AS s LEFT JOIN marts.dim_customer AS d USING (customer_id)
+               ORDER BY s.as_of_month, s.customer_id"""
+        ).pl()
+    customers = customers.with_columns(
+        assign_account_managers(customers, rules["account_managers"])
+    )
+    per_customer = customer_plans(customers, plans)
+    with finegrid.connect() as con:
+        replace_table(con, "publish.segment_service_plan", plans)
+        replace_table(con, "publish.customer_service_plan", per_customer)
+    yield dg.MaterializeResult(
+        asset_key=PLANS,
+        metadata={
+            "plans": dg.MetadataValue.md(
+                "| segment | plan | account manager | response min |\n|---|---|---|---|\n"
+                + "\n".join(
+                    f"| {r['segment_code']} | {r['plan_code']} {r['plan_name_zh']} | "
+                    f"{'yes' if r['has_account_manager'] else 'no'} | {r['response_minutes']} |"
+                    for r in plans.iter_rows(named=True)
+                )
+            ),
+            "version": rules["service_plans"]["version"],
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=CUSTOMER_PLANS,
+        metadata={
+            "rows": len(per_customer),
+            "with_account_manager": int(per_customer["account_manager_id"].is_not_null().sum()),
+        },
+    )
+
+
+TARGET_CHECKS = ("targets_within_capacity", "no_excluded_customer_targeted")
+
+
+@dg.asset(
+    key=TARGETS,
+    deps=[TAGS, CUSTOMER_PLANS, WORK_ORDERS],
+    group_name="publish",
+    kinds={"polars", "duckdb", "parquet"},
+    description="publish.campaign_targets for the latest scored month (business_rules/"
+    "campaigns.yaml): rank, score, reason and channel per customer; with the funnel per "
+    "campaign in publish.campaign_runs. Files per campaign and month in PUBLISH_DIR/campaigns "
+    "(CSV with a BOM for Excel, and Parquet) carry contact details from the vault — in clear "
+    "only where the channel needs them — and every resolution is audited in ops.contact_audit.",
+    check_specs=[dg.AssetCheckSpec(name, asset=TARGETS) for name in TARGET_CHECKS],
+)
+def campaign_targets(context: dg.AssetExecutionContext, finegrid: FinegridResource):
+    rules = default_rules()
+    settings = finegrid.settings()
+    key = settings.require_pii_key()
+    campaigns = rules["campaigns"]
+    with finegrid.connect(read_only=True) as con:
+        month = _latest_scored_month(con)
+        frame = campaign_frame(
+            con,
+            campaign_fields(campaigns),
+            month,
+            complaint_days=campaigns["recent_complaint_days"],
+            cooldown_months=campaigns["contact_cooldown_months"],
+        )
+    frame = frame.with_columns(assign_account_managers(frame, rules["account_managers"]))
+    run_id = f"campaigns-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
+    results = [select_targets(frame, c, campaigns, month, run_id) for c in campaigns["campaigns"]]
+    masks = contact_masks()
+    folder = settings.publish_dir / "campaigns"
+    files, audited = [], 0
+    vault = duckdb.connect()
+    try:
+        attach_vault(vault, settings.pii_vault_path, key)
+        with finegrid.connect() as con:
+            for campaign, result in zip(campaigns["campaigns"], results, strict=True):
+                needed = campaigns["channels"][campaign["channel"]]["contact_fields"]
+                contacts, audit = resolve_contacts(
+                    vault, result.targets["customer_id"].to_list(), needed, masks
+                )
+                listed = result.targets.join(contacts, on="customer_id", how="left")
+                labels = {contact_column(f): label for f, label in contact_labels().items()}
+                paths = write_target_files(listed, folder, campaign["code"], month, labels)
+                files.extend(paths)
+                audited += write_audit(
+                    con,
+                    audit,
+                    run_id=context.run.run_id,
+                    campaign=campaign["code"],
+                    month=month,
+                    output_file=" + ".join(str(p) for p in paths),
+                )
+    finally:
+        vault.close()
+    targets = pl.concat([r.targets for r in results])
+    runs = pl.DataFrame(
+        [
+            {
+                "campaign_code": r.code,
+                "as_of_month": month,
+                "run_id": run_id,
+                "dagster_run_id": context.run.run_id,
+                "channel": c["channel"],
+                "name_zh": c["zh"],
+                "name_en": c["en"],
+                "eligible": r.funnel["eligible"],
+                "after_exclusions": r.funnel["after_exclusions"],
+                "over_capacity": r.funnel["over_capacity"],
+                "targets": r.funnel["targets"],
+                "funnel": json.dumps(r.funnel),
+                "rules_version": campaigns["version"],
+            }
+            for c, r in zip(campaigns["campaigns"], results, strict=True)
+        ]
+    )
+    with finegrid.connect() as con:
+        replace_rows(con, "publish.campaign_targets", targets, "as_of_month = ?", [month])
+        replace_rows(con, "publish.campaign_runs", runs, "as_of_month = ?", [month])
+        yield dg.MaterializeResult(
+            metadata={
+                "as_of_month": str(month),
+                "run_id": run_id,
+                "targets": len(targets),
+                "files": len(files),
+                "contact_resolutions_audited": audited,
+                "folder": dg.MetadataValue.path(str(folder.resolve())),
+                "funnel": dg.MetadataValue.md(_funnel_table(runs)),
+            }
+        )
+        yield from _target_checks(con, targets, frame, campaigns, month)
+
+
+def _funnel_table(runs: pl.DataFrame) -> str:
+    lines = ["| campaign | channel | eligible | after exclusions | over capacity | targets |"]
+    lines.append("|---|---|---|---|---|---|")
+    for r in runs.iter_rows(named=True):
+        lines.append(
+            f"| {r['campaign_code']} {r['name_zh']} | {r['channel']} | {r['eligible']} | "
+            f"{r['after_exclusions']} | {r['over_capacity']} | {r['targets']} |"
+        )
+    return "\n".join(lines)
+
+
+def _target_checks(con, targets: pl.DataFrame, frame: pl.DataFrame, campaigns: dict, month):
+    """Re-count the published lists independently of the selection code."""
+    over = []
+    for c in campaigns["campaigns"]:
+        mine = targets.filter(pl.col("campaign_code") == c["code"])
+        group = {"district": "district_code", "account_manager": "account_manager_id"}.get(
+            c["capacity"]["per"]
+        )
+        sizes = mine.group_by(group).len() if group else mine.select(pl.len())
+        worst = int(sizes["len"].max() or 0)
+        if worst > c["capacity"]["limit"]:
+            over.append(f"{c['code']}: {worst} > {c['capacity']['limit']}")
+    yield dg.AssetCheckResult(
+        check_name="targets_within_capacity",
+        passed=not over,
+        metadata={"over": "; ".join(over) or "none"},
+    )
+    status = frame.select("customer_id", "status_code")
+    joined = targets.join(status, on="customer_id", how="left")
+    closed = joined.filter(pl.col("status_code").is_in(["2", "9"]))
+    yield dg.AssetCheckResult(
+        check_name="no_excluded_customer_targeted",
+        passed=closed.is_empty(),
+        metadata={"closed_or_suspended_targets": len(closed)},
+    )
+
+
+@dg.asset(
+    key=REPORT,
+    deps=[TARGETS, PLANS, TAG_HISTORY, PROFILES, *DBT_PUBLISH],
+    group_name="publish",
+    kinds={"html"},
+    description="PUBLISH_DIR/report.html: one self-contained page for management — segment "
+    "sizes and profiles, KPI trends, SLA compliance and campaign sizes.",
+)
+def report(finegrid: FinegridResource) -> dg.MaterializeResult:
+    settings = finegrid.settings()
+    with finegrid.connect(read_only=True) as con:
+        result = write_report(con, settings.publish_dir)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(result.path.resolve())),
+            "url": dg.MetadataValue.url(result.path.resolve().as_uri()),
+            "charts": result.charts,
+            "size_kb": round(result.path.stat().st_size / 1024, 1),
+        }
+    )
 
 
 @dg.asset(
     key=SNAPSHOT,
     deps=[
-        dg.AssetKey(["ml", "customer_segments"]),
-        dg.AssetKey(["ml", "segment_profiles"]),
-        dg.AssetKey(["ml", "risk_scores"]),
+        SEGMENTS,
+        PROFILES,
+        RISK,
+        TAGS,
+        TAG_HISTORY,
+        PLANS,
+        CUSTOMER_PLANS,
+        TARGETS,
+        *DBT_PUBLISH,
     ],
     group_name="publish",
     kinds={"duckdb"},
     description="PUBLISH_DIR/analytics.duckdb: a read-only copy of schemas "
-    f"{', '.join(SHARED_SCHEMAS)} (no raw, ops or staging: no lineage, quarantine or free "
-    "text), replaced in one rename so analysts never block the pipeline and never see a "
-    "half-written file. Downstream of the models, so a failed quality gate leaves the "
-    "previous snapshot in place.",
+    f"{', '.join(SHARED_SCHEMAS)} (no raw, ops or staging: no lineage, quarantine, free "
+    "text or contact audit), replaced in one rename so analysts never block the pipeline and "
+    "never see a half-written file. Downstream of the models and the published tables, so a "
+    "failed quality gate leaves the previous snapshot in place.",
 )
 def analytics_snapshot(finegrid: FinegridResource) -> dg.MaterializeResult:
     settings = finegrid.settings()
@@ -37,3 +405,7 @@ def analytics_snapshot(finegrid: FinegridResource) -> dg.MaterializeResult:
             ),
         }
     )
+
+
+def publishing_assets() -> list[dg.AssetsDefinition]:
+    return [customer_tags, service_plans, campaign_targets, report, analytics_snapshot]

@@ -18,7 +18,10 @@ from orchestration.settings import ConfigError, Settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 DEFAULT_TARGET = DBT_PROJECT_DIR / "target"
-LAYERS = ("staging", "intermediate", "marts")
+LAYERS = ("staging", "intermediate", "marts", "publish")
+# Models under models/publish (tagged `publish` in dbt_project.yml) read the models' outputs
+# (schema ml), so they build in a second dbt invocation after them.
+PUBLISH_SELECTION = "tag:publish"
 
 
 def manifest_path(target_dir: Path = DEFAULT_TARGET) -> Path:
@@ -67,14 +70,25 @@ class WarehouseTranslator(DagsterDbtTranslator):
         ).merge_attributes(kinds={"dbt", "duckdb"} - set(spec.kinds))
 
 
-def build_warehouse_assets(manifest: Path) -> dg.AssetsDefinition:
-    @dbt_assets(manifest=manifest, dagster_dbt_translator=WarehouseTranslator(), name="warehouse")
-    def warehouse(
+def _dbt_build_assets(manifest: Path, name: str, **selection: str) -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=manifest, dagster_dbt_translator=WarehouseTranslator(), name=name, **selection
+    )
+    def _build(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, finegrid: FinegridResource
     ) -> Iterator[Any]:
         yield from dbt.cli(dbt_build_args(finegrid.settings()), context=context).stream()
 
-    return warehouse
+    return _build
+
+
+def build_warehouse_assets(manifest: Path) -> list[dg.AssetsDefinition]:
+    """Two dbt invocations: the warehouse (staging → marts) before the models, and the publish
+    marts (KPI, SLA) after them."""
+    return [
+        _dbt_build_assets(manifest, "warehouse", exclude=PUBLISH_SELECTION),
+        _dbt_build_assets(manifest, "publish_marts", select=PUBLISH_SELECTION),
+    ]
 
 
 def dbt_resource() -> DbtCliResource:

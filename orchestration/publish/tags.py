@@ -1,0 +1,105 @@
+"""Customer tags from the tag library (``business_rules/tags.yaml``) and their history.
+
+A tag holds for a customer-month when all its conditions hold; it carries the figure of its
+value field (1.0 for a boolean), so staff see how strongly it applies. The history turns the
+months a tag held into intervals, so month-to-month changes are visible.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from ml.mapping import condition
+
+TAG_COLUMNS = ("customer_id", "tag_code", "value", "as_of_month")
+
+
+def evaluate_tags(customers: pl.DataFrame, library: dict) -> pl.DataFrame:
+    """``customers``: one row per customer and as-of month with the fields the rules name.
+    Returns one row per tag that holds: customer_id, tag_code, value, as_of_month."""
+    frames = []
+    for tag in library["tags"]:
+        value = pl.col(tag["value"])
+        numeric = (
+            customers.schema[tag["value"]].is_numeric()
+            or customers.schema[tag["value"]] == pl.Boolean
+        )
+        frames.append(
+            customers.filter(condition(tag["when"])).select(
+                "customer_id",
+                pl.lit(tag["code"]).alias("tag_code"),
+                (value.cast(pl.Float64) if numeric else pl.lit(None, pl.Float64)).alias("value"),
+                "as_of_month",
+            )
+        )
+    if not frames:
+        return pl.DataFrame(schema=dict.fromkeys(TAG_COLUMNS, pl.String))
+    return pl.concat(frames).sort("as_of_month", "customer_id", "tag_code")
+
+
+def _month_index(column: str) -> pl.Expr:
+    return pl.col(column).dt.year() * 12 + pl.col(column).dt.month() - 1
+
+
+def tag_history(tags: pl.DataFrame, latest_month: date) -> pl.DataFrame:
+    """Intervals of consecutive months a tag held: customer_id, tag_code, valid_from, valid_to
+    (the first month it no longer held; null while it still holds in ``latest_month``), months,
+    and the value at the start and at the end of the interval."""
+    ordered = tags.sort("customer_id", "tag_code", "as_of_month").with_columns(
+        _month_index("as_of_month").alias("_m")
+    )
+    islands = ordered.with_columns(
+        (pl.col("_m") - pl.col("_m").rank("ordinal").over("customer_id", "tag_code")).alias(
+            "_island"
+        )
+    )
+    history = islands.group_by("customer_id", "tag_code", "_island").agg(
+        pl.col("as_of_month").min().alias("valid_from"),
+        pl.col("as_of_month").max().alias("_last"),
+        pl.len().cast(pl.Int32).alias("months"),
+        pl.col("value").first().alias("value_from"),
+        pl.col("value").last().alias("value_to"),
+    )
+    return (
+        history.with_columns(
+            pl.when(pl.col("_last") >= latest_month)
+            .then(pl.lit(None, pl.Date))
+            .otherwise(pl.col("_last").dt.offset_by("1mo"))
+            .alias("valid_to"),
+        )
+        .with_columns(pl.col("valid_to").is_null().alias("is_current"))
+        .select(
+            "customer_id",
+            "tag_code",
+            "valid_from",
+            "valid_to",
+            "is_current",
+            "months",
+            "value_from",
+            "value_to",
+        )
+        .sort("customer_id", "tag_code", "valid_from")
+    )
+
+
+def catalogue_frame(library: dict) -> pl.DataFrame:
+    """The tag catalogue as a table (publish.tag_catalogue): code, names, dimension, rule,
+    owner and version."""
+    rows = [
+        {
+            "tag_code": t["code"],
+            "name_zh": t["zh"],
+            "name_en": t["en"],
+            "dimension": t["dimension"],
+            "rule": " and ".join(f"{c['field']} {c['op']} {c['value']!r}" for c in t["when"]),
+            "value_field": t["value"],
+            "owner": t["owner"],
+            "version": library["version"]
+            if t["dimension"] != "segment"
+            else f"mapping {library['segment_mapping_version']}",
+        }
+        for t in library["tags"]
+    ]
+    return pl.DataFrame(rows)

@@ -1,0 +1,530 @@
+"""Publishing logic without the pipeline: rule validation, tags and their history, campaign
+eligibility, exclusions, scores, capacity, contact masking and the audit, service plans."""
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+import yaml
+
+from ml.config import ConfigError
+from orchestration.ingest.pii import attach_vault
+from orchestration.publish.campaigns import (
+    TARGET_LABELS,
+    assign_account_managers,
+    select_targets,
+    write_target_files,
+)
+from orchestration.publish.contacts import mask, resolve_contacts, write_audit
+from orchestration.publish.frames import campaign_frame
+from orchestration.publish.rules import (
+    RULES_DIR,
+    contact_masks,
+    default_rules,
+    load_campaigns,
+    load_service_plans,
+    load_tags,
+)
+from orchestration.publish.service import customer_plans, plan_frame
+from orchestration.publish.tags import evaluate_tags, tag_history
+
+MONTH = date(2025, 10, 1)
+
+
+# ── the rule files ─────────────────────────────────────────────────────────────────────
+
+
+def test_the_shipped_rules_load_with_enough_tags_and_the_required_campaigns():
+    rules = default_rules()
+    tags = rules["tags"]["tags"]
+    assert len([t for t in tags if t["dimension"] != "segment"]) >= 25
+    by_dimension = {d: [t for t in tags if t["dimension"] == d] for d in ("usage", "behaviour")}
+    assert all(len(v) >= 5 for v in by_dimension.values())
+    assert {"demand", "credit", "segment"} <= {t["dimension"] for t in tags}
+    codes = {c["code"] for c in rules["campaigns"]["campaigns"]}
+    assert {
+        "TOU_PACKAGE",
+        "ENERGY_DIAGNOSIS",
+        "NEW_ENERGY_CONSULT",
+        "PRE_DUE_REMINDER",
+        "SPECIAL_CARE_VISIT",
+        "DEDICATED_MANAGER",
+    } <= codes
+    assert {c["channel"] for c in rules["campaigns"]["campaigns"]} == {
+        "sms",
+        "app_push",
+        "manager_visit",
+        "home_visit",
+    }
+
+
+def _campaigns_with(tmp_path: Path, change) -> Path:
+    doc = yaml.safe_load((RULES_DIR / "campaigns.yaml").read_text("utf-8"))
+    change(doc)
+    path = tmp_path / "campaigns.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    return path
+
+
+def _first(doc: dict) -> dict:
+    return doc["campaigns"][0]  # TOU_PACKAGE
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "says"),
+    [
+        (
+            lambda d: _first(d)["eligibility"]["when"].append(
+                {"field": "kwh; DROP TABLE marts.dim_customer", "op": "ge", "value": 1}
+            ),
+            "campaign TOU_PACKAGE: eligibility/when/2/field",
+            "no catalogued field",
+        ),
+        (
+            lambda d: _first(d)["eligibility"]["when"].append(
+                {"field": "kwh_12m", "op": "like", "value": "%"}
+            ),
+            "campaign TOU_PACKAGE: eligibility/when/2/op",
+            "is not one of",
+        ),
+        (
+            lambda d: _first(d)["eligibility"]["when"].append(
+                {"field": "kwh_12m", "op": "ge", "value": "1 OR 1=1"}
+            ),
+            "campaign TOU_PACKAGE: eligibility/when/2/value",
+            "needs a number",
+        ),
+        (
+            lambda d: _first(d)["eligibility"].update(tags_all=["NO_SUCH_TAG"]),
+            "campaign TOU_PACKAGE: eligibility/tags_all",
+            "is no tag",
+        ),
+        (
+            lambda d: _first(d)["eligibility"].update(segments=["vip"]),
+            "campaign TOU_PACKAGE: eligibility/segments",
+            "is no segment",
+        ),
+        (lambda d: _first(d).update(channel="fax"), "campaign TOU_PACKAGE: channel", "fax"),
+        (
+            lambda d: _first(d).update(exclusions=["closed_or_suspended"]),
+            "campaign TOU_PACKAGE: exclusions",
+            "must exclude high_risk",
+        ),
+        (
+            lambda d: _first(d)["capacity"].update(limit=0),
+            "campaign TOU_PACKAGE: capacity/limit",
+            "minimum",
+        ),
+        (
+            lambda d: _first(d)["capacity"].update(per="street"),
+            "campaign TOU_PACKAGE: capacity/per",
+            "is not one of",
+        ),
+        (
+            lambda d: _first(d).update(reason="{__class__} {kwh_12m}"),
+            "campaign TOU_PACKAGE: reason",
+            "__class__",
+        ),
+        (
+            lambda d: _first(d)["score"].append({"field": "holder_name", "weight": 1}),
+            "campaign TOU_PACKAGE: score/2/field",
+            "unknown",
+        ),
+        (
+            lambda d: d["campaigns"][1].pop("score"),
+            "campaign ENERGY_DIAGNOSIS: (the entry)",
+            "'score' is a required property",
+        ),
+        (
+            lambda d: d["channels"]["sms"].update(contact_fields=["CERT_NO"]),
+            "channels/sms/contact_fields",
+            "not a contact field",
+        ),
+    ],
+)
+def test_a_bad_campaign_fails_naming_file_campaign_and_field(tmp_path, change, where, says):
+    path = _campaigns_with(tmp_path, change)
+    with pytest.raises(ConfigError) as err:
+        load_campaigns(path)
+    message = str(err.value)
+    assert str(path) in message and where in message and says in message, message
+
+
+def test_a_bad_tag_fails_naming_the_tag(tmp_path):
+    doc = yaml.safe_load((RULES_DIR / "tags.yaml").read_text("utf-8"))
+    doc["tags"][3]["when"][0]["field"] = "ADDR"
+    path = tmp_path / "tags.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    with pytest.raises(ConfigError, match=r"tags\.yaml: tags/3 \(USG_WINTER_HEATING\)/when/0"):
+        load_tags(path)
+    doc["tags"][3]["when"][0]["field"] = "kwh_12m"
+    doc["tags"][4]["code"] = doc["tags"][3]["code"]
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    with pytest.raises(ConfigError, match="defined twice"):
+        load_tags(path)
+
+
+def test_service_plans_cover_every_segment_and_never_promise_less_than_the_sla(tmp_path):
+    doc = yaml.safe_load((RULES_DIR / "service_plans.yaml").read_text("utf-8"))
+    doc["plans"]["basic_need"]["response_minutes"] = 30  # the standard is 15
+    path = tmp_path / "service_plans.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    with pytest.raises(ConfigError, match="plans/basic_need/response_minutes: 30 min is looser"):
+        load_service_plans(path)
+    doc["plans"]["basic_need"]["response_minutes"] = 15
+    del doc["plans"]["special_care"]
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    with pytest.raises(ConfigError, match=r"no plan for segment\(s\) \['special_care'\]"):
+        load_service_plans(path)
+
+
+# ── tags ───────────────────────────────────────────────────────────────────────────────
+
+
+def test_tags_hold_where_every_condition_holds_and_never_on_a_missing_value():
+    library = {
+        "tags": [
+            {
+                "code": "EVENING",
+                "when": [
+                    {"field": "is_residential", "op": "eq", "value": True},
+                    {"field": "peak_share_12m", "op": "ge", "value": 0.4},
+                ],
+                "value": "peak_share_12m",
+            },
+            {
+                "code": "SEG_X",
+                "when": [{"field": "segment_code", "op": "eq", "value": "x"}],
+                "value": "segment_code",
+            },
+        ]
+    }
+    customers = pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d"],
+            "as_of_month": [MONTH] * 4,
+            "is_residential": [True, True, False, True],
+            "peak_share_12m": [0.5, 0.3, 0.6, None],
+            "segment_code": ["x", None, "y", "x"],
+        }
+    )
+    tags = evaluate_tags(customers, library)
+    assert sorted(tags.select("customer_id", "tag_code").rows()) == [
+        ("a", "EVENING"),
+        ("a", "SEG_X"),
+        ("d", "SEG_X"),
+    ]
+    assert tags.filter(pl.col("tag_code") == "EVENING")["value"].to_list() == [0.5]
+    assert tags.filter(pl.col("tag_code") == "SEG_X")["value"].is_null().all()
+
+
+def test_tag_history_splits_at_gaps_and_leaves_the_current_interval_open():
+    months = [date(2025, 1, 1), date(2025, 2, 1), date(2025, 4, 1), date(2025, 6, 1)]
+    tags = pl.DataFrame(
+        {
+            "customer_id": ["a"] * 4 + ["b"],
+            "tag_code": ["T"] * 5,
+            "value": [1.0, 2.0, 3.0, 4.0, 9.0],
+            "as_of_month": [*months, date(2025, 5, 1)],
+        }
+    )
+    history = tag_history(tags, latest_month=date(2025, 6, 1))
+    rows = history.select("customer_id", "valid_from", "valid_to", "months", "value_to").rows()
+    assert rows == [
+        ("a", date(2025, 1, 1), date(2025, 3, 1), 2, 2.0),
+        ("a", date(2025, 4, 1), date(2025, 5, 1), 1, 3.0),
+        ("a", date(2025, 6, 1), None, 1, 4.0),
+        ("b", date(2025, 5, 1), date(2025, 6, 1), 1, 9.0),
+    ]
+    assert history["is_current"].to_list() == [False, False, True, False]
+
+
+# ── campaigns ──────────────────────────────────────────────────────────────────────────
+
+RULES = {"high_risk_grades": ["D", "E"]}
+
+
+def _customers(n: int, **overrides) -> pl.DataFrame:
+    base = {
+        "customer_id": [f"c{i:03d}" for i in range(n)],
+        "status_code": ["1"] * n,
+        "district_code": ["420102"] * n,
+        "account_manager_id": ["AM-1"] * n,
+        "segment_code": ["basic_need"] * n,
+        "risk_grade": ["A"] * n,
+        "tags": [["EVENING"]] * n,
+        "has_recent_complaint": [False] * n,
+        "was_recently_contacted": [False] * n,
+        "is_residential": [True] * n,
+        "kwh_avg_day_12m": [float(i) for i in range(n)],
+    }
+    base.update(overrides)
+    return pl.DataFrame(base)
+
+
+def _campaign(**overrides) -> dict:
+    campaign = {
+        "code": "TEST",
+        "channel": "sms",
+        "eligibility": {
+            "tags_all": ["EVENING"],
+            "when": [{"field": "is_residential", "op": "eq", "value": True}],
+        },
+        "exclusions": [
+            "closed_or_suspended",
+            "recent_complaint",
+            "high_risk",
+            "recently_contacted",
+        ],
+        "score": [{"field": "kwh_avg_day_12m", "weight": 1.0}],
+        "capacity": {"per": "total", "limit": 100},
+        "reason": "{kwh_avg_day_12m:.0f} kWh a day",
+    }
+    campaign.update(overrides)
+    return campaign
+
+
+def test_every_exclusion_removes_its_customers_and_is_counted():
+    customers = _customers(
+        8,
+        status_code=["1", "9", "2", "1", "1", "1", "1", "1"],
+        has_recent_complaint=[False, False, False, True, False, False, False, False],
+        risk_grade=["A", "A", "A", "A", "E", "D", "A", None],
+        was_recently_contacted=[False, False, True, False, False, False, True, False],
+        tags=[["EVENING"]] * 7 + [["OTHER"]],
+    )
+    result = select_targets(customers, _campaign(), RULES, MONTH, "r1")
+    assert result.targets["customer_id"].to_list() == ["c000"]
+    assert result.funnel == {
+        "customers": 8,
+        "eligible": 7,
+        "excluded_closed_or_suspended": 2,
+        "excluded_recent_complaint": 1,
+        "excluded_high_risk": 2,
+        "excluded_recently_contacted": 1,
+        "after_exclusions": 1,
+        "over_capacity": 0,
+        "targets": 1,
+    }
+    # a reminder campaign that lists only closed accounts keeps the high-risk customers
+    lenient = select_targets(
+        customers, _campaign(exclusions=["closed_or_suspended"]), RULES, MONTH, "r1"
+    )
+    assert set(lenient.targets["customer_id"]) == {"c000", "c003", "c004", "c005", "c006"}
+
+
+def test_capacity_keeps_the_best_scores_per_district_and_per_manager():
+    customers = _customers(
+        7,
+        district_code=["A", "A", "A", "B", "B", "C", None],
+        account_manager_id=["m1", "m1", "m2", "m2", "m2", "m2", "m3"],
+    )
+    by_district = select_targets(
+        customers, _campaign(capacity={"per": "district", "limit": 2}), RULES, MONTH, "r"
+    )
+    assert by_district.targets["customer_id"].to_list() == ["c005", "c004", "c003", "c002", "c001"]
+    assert by_district.funnel["excluded_no_district"] == 1
+    assert by_district.funnel["over_capacity"] == 1  # c000, the lowest score in district A
+    assert by_district.targets["rank"].to_list() == [1, 2, 3, 4, 5]
+    by_manager = select_targets(
+        customers, _campaign(capacity={"per": "account_manager", "limit": 1}), RULES, MONTH, "r"
+    )
+    assert by_manager.targets["customer_id"].to_list() == ["c006", "c005", "c001"]
+    total = select_targets(
+        customers, _campaign(capacity={"per": "total", "limit": 3}), RULES, MONTH, "r"
+    )
+    assert total.targets["customer_id"].to_list() == ["c006", "c005", "c004"]
+    assert total.targets["reason"].to_list()[0] == "6 kWh a day"
+
+
+def test_a_negative_weight_prefers_low_values_and_missing_values_rank_last():
+    customers = _customers(4, kwh_avg_day_12m=[5.0, None, 1.0, 3.0])
+    low_first = select_targets(
+        customers, _campaign(score=[{"field": "kwh_avg_day_12m", "weight": -1}]), RULES, MONTH, "r"
+    )
+    assert low_first.targets["customer_id"].to_list()[:3] == ["c002", "c003", "c000"]
+    high_first = select_targets(customers, _campaign(), RULES, MONTH, "r")
+    assert high_first.targets["customer_id"].to_list() == ["c000", "c003", "c002", "c001"]
+
+
+def test_rule_values_are_compared_as_literals_never_evaluated():
+    customers = _customers(2, segment_code=["basic_need", "x' OR '1'='1"])
+    campaign = _campaign(eligibility={"segments": ["x' OR '1'='1"]})
+    result = select_targets(customers, campaign, RULES, MONTH, "r")
+    assert result.targets["customer_id"].to_list() == ["c001"]
+
+
+def test_account_managers_are_stable_spread_and_only_in_their_district():
+    roster = [
+        {"manager_id": "m1", "district_code": "420102"},
+        {"manager_id": "m2", "district_code": "420102"},
+        {"manager_id": "m3", "district_code": "420103"},
+    ]
+    customers = pl.DataFrame(
+        {
+            "customer_id": [f"{i:010d}" for i in range(400)],
+            "district_code": ["420102"] * 300 + ["420103"] * 99 + ["420199"],
+        }
+    )
+    first = assign_account_managers(customers, roster)
+    assert first.to_list() == assign_account_managers(customers, roster).to_list()
+    counts = first[:300].value_counts()
+    assert set(counts["account_manager_id"]) == {"m1", "m2"}
+    assert counts["count"].min() > 120
+    assert set(first[300:399]) == {"m3"} and first[399] is None
+
+
+# ── contacts, masking and the audit ────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "masked"),
+    [
+        ("张伟", "name", "张*"),
+        ("欧阳明华", "name", "欧***"),
+        ("138-1234-5678", "phone", "138****5678"),
+        ("+86 138 1234 5678", "phone", "138****5678"),
+        ("湖北省武汉市江岸区金银湖路15号14栋3单元1304室", "address", "湖北省武汉市江岸区****"),
+        ("汉阳大道232号", "address", "****"),
+        ("  ", "name", None),
+        (None, "phone", None),
+    ],
+)
+def test_masks_keep_only_a_recognisable_fragment(value, kind, masked):
+    assert mask(value, kind) == masked
+
+
+def test_contacts_are_clear_only_where_the_channel_needs_them_and_every_read_is_audited(
+    tmp_path,
+):
+    vault = duckdb.connect()
+    attach_vault(vault, tmp_path / "vault.duckdb", "test-key")
+    vault.execute(
+        """INSERT INTO vault.customer_pii VALUES
+           ('0000000001', 'MOBILE', '13812345678', '202510', 'f', 1),
+           ('0000000001', 'CONS_NAME', '张伟', '202510', 'f', 1),
+           ('0000000001', 'ADDR', '湖北省武汉市江岸区某路1号', '202510', 'f', 1),
+           ('0000000001', 'CERT_NO', '420102199001011234', '202510', 'f', 1),
+           ('0000000002', 'CONS_NAME', '李娜', '202510', 'f', 2)"""
+    )
+    masks = contact_masks()
+    assert "CERT_NO" not in masks  # identity numbers are never published
+    contacts, audit = resolve_contacts(vault, ["0000000001", "0000000002"], ["MOBILE"], masks)
+    row = contacts.row(0, named=True)
+    assert row["contact_mobile"] == "13812345678"
+    assert row["contact_cons_name"] == "张*"
+    assert row["contact_addr"] == "湖北省武汉市江岸区****"
+    assert contacts.row(1, named=True)["contact_mobile"] is None
+    assert "420102199001011234" not in str(contacts.to_dicts())
+    assert len(audit) == 2 * len(masks)
+    assert audit.filter(pl.col("field") == "MOBILE")["disclosure"].to_list() == ["clear"] * 2
+    assert audit.filter(pl.col("field") == "MOBILE")["found"].to_list() == [True, False]
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    written = write_audit(
+        con, audit, run_id="run-1", campaign="TEST", month=MONTH, output_file="x.csv"
+    )
+    assert written == 6
+    stored = con.execute("SELECT * FROM ops.contact_audit").pl()
+    assert set(stored.columns) >= {"customer_id", "field", "disclosure", "found", "campaign_code"}
+    assert "value" not in stored.columns
+    assert "13812345678" not in str(stored.to_dicts()) and "张伟" not in str(stored.to_dicts())
+
+
+def test_target_files_are_excel_friendly_csv_and_parquet_with_the_same_rows(tmp_path):
+    customers = _customers(3)
+    targets = select_targets(customers, _campaign(), RULES, MONTH, "r").targets
+    targets = targets.with_columns(pl.lit("138****5678").alias("contact_mobile"))
+    csv_path, parquet_path = write_target_files(
+        targets, tmp_path, "TEST", MONTH, {"contact_mobile": "联系电话"}
+    )
+    assert csv_path.name == "TEST_202510.csv"
+    raw = csv_path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    header = raw.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("活动编号 campaign_code,") and header.endswith(
+        "联系电话 contact_mobile"
+    )
+    assert pl.read_parquet(parquet_path).equals(targets)
+    assert pl.read_csv(csv_path).height == 3
+    assert list(TARGET_LABELS)[:4] == ["campaign_code", "as_of_month", "run_id", "customer_id"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["TEST_202510.csv", "TEST_202510.parquet"]
+
+
+def test_the_campaign_frame_finds_recent_complaints_and_recent_contacts(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    for schema in ("marts", "ml", "publish"):
+        con.execute(f"CREATE SCHEMA {schema}")
+    con.execute(
+        """CREATE TABLE marts.customer_features AS
+           SELECT * FROM (VALUES ('a', DATE '2025-10-01', '1', '420102', 1.0),
+                                 ('b', DATE '2025-10-01', '1', '420102', 2.0),
+                                 ('c', DATE '2025-10-01', '1', '420102', 3.0),
+                                 ('d', DATE '2025-10-01', '1', '420102', 4.0))
+             AS t(customer_id, as_of_month, status_code, district_code, kwh_avg_day_12m)"""
+    )
+    con.execute(
+        """CREATE TABLE ml.customer_segments AS SELECT customer_id, as_of_month,
+           'basic_need' AS segment_code, 0.5 AS confidence FROM marts.customer_features"""
+    )
+    con.execute(
+        """CREATE TABLE ml.risk_scores AS SELECT customer_id, as_of_month,
+           0.1 AS risk_probability, 'B' AS risk_grade FROM marts.customer_features"""
+    )
+    con.execute(
+        """CREATE TABLE marts.dim_customer AS SELECT customer_id, 'none' AS special_group,
+           'urban' AS area_type FROM marts.customer_features"""
+    )
+    con.execute(
+        """CREATE TABLE publish.customer_tags AS
+           SELECT 'a' AS customer_id, 'EVENING' AS tag_code, 1.0 AS value,
+                  DATE '2025-10-01' AS as_of_month"""
+    )
+    con.execute(
+        """CREATE TABLE marts.fct_work_orders AS SELECT * FROM (VALUES
+             ('a', 'complaint', TIMESTAMP '2025-10-02 10:00'),   -- 29 days before the end
+             ('b', 'complaint', TIMESTAMP '2025-09-30 23:00'),   -- 31 days before
+             ('c', 'repair', TIMESTAMP '2025-10-20 10:00'))
+           AS t(customer_id, order_type_en, accepted_at)"""
+    )
+    con.execute(
+        """CREATE TABLE publish.campaign_targets AS SELECT * FROM (VALUES
+             ('b', DATE '2025-09-01'), ('c', DATE '2025-08-01'), ('d', DATE '2025-10-01'))
+           AS t(customer_id, as_of_month)"""
+    )
+    frame = campaign_frame(
+        con, {"kwh_avg_day_12m", "special_group"}, MONTH, complaint_days=30, cooldown_months=1
+    )
+    by_id = {r["customer_id"]: r for r in frame.iter_rows(named=True)}
+    assert by_id["a"]["tags"] == ["EVENING"] and by_id["b"]["tags"] == []
+    assert [by_id[c]["has_recent_complaint"] for c in "abcd"] == [True, False, False, False]
+    # b was contacted last month; c two months ago (outside the cooldown); d's row is this
+    # month's own list, which a re-run replaces
+    assert [by_id[c]["was_recently_contacted"] for c in "abcd"] == [False, True, False, False]
+    assert by_id["a"]["risk_grade"] == "B" and by_id["a"]["special_group"] == "none"
+
+
+# ── service plans ──────────────────────────────────────────────────────────────────────
+
+
+def test_each_customer_gets_their_segments_plan_and_area_promise():
+    plans = plan_frame(default_rules()["service_plans"])
+    customers = pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "as_of_month": [MONTH] * 3,
+            "segment_code": ["high_value_stable", "basic_need", "special_care"],
+            "area_type": ["rural", "urban", "urban"],
+            "account_manager_id": ["m1", "m2", "m3"],
+        }
+    )
+    out = customer_plans(customers, plans).rows_by_key("customer_id", named=True, unique=True)
+    assert out["a"]["plan_code"] == "SP-VIP" and out["a"]["account_manager_id"] == "m1"
+    assert out["a"]["repair_arrival_minutes"] == 60  # the key-account promise, rural
+    assert out["b"]["account_manager_id"] is None  # the basic plan has no account manager
+    assert out["b"]["repair_arrival_minutes"] == 45
+    assert out["c"]["account_manager_id"] == "m3"
+    with pytest.raises(ValueError, match="without a service plan"):
+        customer_plans(customers.with_columns(pl.lit("unknown").alias("segment_code")), plans)

@@ -14,7 +14,7 @@ export LANDING_DIR ?= data/landing
 export WAREHOUSE_PATH ?= data/warehouse.duckdb
 export PUBLISH_DIR ?= data/publish
 export PII_VAULT_PATH ?= data/pii_vault.duckdb
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 TRUTH_DIR ?= data/truth
 KEY_FILE := data/.pii_key
 # PII_KEY from the environment, else a local key made once (with a warning) for demos.
@@ -28,7 +28,7 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests \
   -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
 
-.PHONY: demo run test ui setup simulate lint format bench-simulator clean key docs freshness ml-report
+.PHONY: demo run backfill test ui setup simulate lint format bench-simulator clean key docs freshness ml-report
 
 ## setup: the venv with the pinned dependencies, and the dbt manifest the code location reads
 setup: $(STAMP) $(MANIFEST)
@@ -64,6 +64,10 @@ demo: setup key
 run: setup key
 	$(WITH_KEY) $(PY) -m orchestration run
 
+## backfill: every month of LANDING_DIR, the models and publishing for each month too
+backfill: setup key
+	$(WITH_KEY) $(PY) -m orchestration backfill
+
 ## test: set up, then the whole suite
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
@@ -98,4 +102,4 @@ freshness: setup
 	$(DBT) source freshness $(DBT_ARGS)
 
 clean:
-	rm -rf data .dagster_home dbt_project/target
+	rm -rf data dbt_project/target && git clean -fdXq dagster_home

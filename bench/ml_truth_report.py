@@ -71,10 +71,12 @@ def simulate_and_run(accounts: int, months: int, seed: int, root: Path) -> tuple
         PII_KEY=os.environ.get("PII_KEY") or "ml-truth-report-key",
     )
     os.environ.pop("DAGSTER_HOME", None)
-    from orchestration.cli import run_pipeline
+    import dagster as dg
+
+    from orchestration.runner import run_pipeline
 
     started = time.perf_counter()
-    if not run_pipeline():
+    if not run_pipeline(instance=dg.DagsterInstance.ephemeral()).success:
         raise SystemExit("the pipeline failed; see the log above")
     print(f"pipeline in {time.perf_counter() - started:.0f} s", flush=True)
     return root / "warehouse.duckdb", truth

@@ -86,6 +86,8 @@ class Contract:
     columns: tuple[Column, ...] = field(default_factory=tuple)
     purpose: str | None = None
     latency_days: int | None = None  # slaProperties latency: the longest wait for a new load
+    # slaProperties availability: a month's file is due by 08:00 on this day of the next month
+    due_day: int | None = None
 
     @property
     def name(self) -> str:
@@ -234,6 +236,10 @@ def load_contract(path: Path) -> Contract:
     latency = [s for s in doc.get("slaProperties", []) if s.get("property") == "latency"]
     if latency and (latency[0].get("unit") not in ("d", "day", "days") or not latency[0]["value"]):
         raise _fail(path, "slaProperties/latency", "needs a positive value in days (unit: d)")
+    availability = [s for s in doc.get("slaProperties", []) if s.get("property") == "availability"]
+    due_day = availability[0].get("value") if availability else None
+    if availability and (not isinstance(due_day, int) or not 1 <= due_day <= 28):
+        raise _fail(path, "slaProperties/availability", "needs a day of the month, 1 to 28")
     return Contract(
         path=path,
         id=doc["id"],
@@ -252,6 +258,7 @@ def load_contract(path: Path) -> Contract:
         columns=columns,
         purpose=(doc.get("description") or {}).get("purpose"),
         latency_days=int(latency[0]["value"]) if latency else None,
+        due_day=due_day,
     )
 
 

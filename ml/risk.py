@@ -49,6 +49,10 @@ def add_labels(features: pl.DataFrame, days_overdue: int, horizon: int) -> pl.Da
     ).drop(cols)
 
 
+class NotEnoughHistory(ValueError):
+    """The data up to the as-of month is too short to train, calibrate and hold out."""
+
+
 @dataclass(frozen=True)
 class TimeSplit:
     train_months: list[date]
@@ -88,7 +92,7 @@ def time_split(labelled: pl.DataFrame, horizon: int, min_history: int) -> TimeSp
     calibration = add_month(holdout[0], -horizon) if holdout else None
     train = [m for m in usable if calibration and m < calibration]
     if len(train) < 2 or calibration not in usable:
-        raise ValueError(
+        raise NotEnoughHistory(
             f"the risk model needs at least {2 * horizon + 3} labelled months after "
             f"{min_history} months of history (2 to train, 1 to calibrate, {horizon} held out); "
             f"the data has {len(usable)}"

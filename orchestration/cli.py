@@ -1,5 +1,6 @@
-"""``python -m orchestration run|summary|parse``: the whole pipeline without the UI, its summary,
-and the dbt manifest the code location needs."""
+"""``python -m orchestration run|backfill|summary|parse``: the pipeline without the UI (every
+month of the landing zone ingested and built; the models and publishing for the last month, or
+for every month with ``backfill``), its summary, and the dbt manifest the code location needs."""
 
 from __future__ import annotations
 
@@ -13,30 +14,24 @@ import dagster as dg
 from orchestration.settings import Settings
 
 
-def check_evaluations(result: dg.ExecuteInProcessResult) -> list:
-    """Every asset-check evaluation a run reported."""
-    return [
-        e.asset_check_evaluation_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    ]
+def run(model_months: int | None) -> bool:
+    """The pipeline in this process; True when every run and check succeeded."""
+    from orchestration.runner import run_pipeline
 
-
-def run_pipeline() -> bool:
-    """Materialise every asset (with its checks) in this process; True when all succeeded."""
-    from orchestration.definitions import build_definitions
-
-    job = build_definitions().resolve_implicit_global_asset_job_def()
     # With DAGSTER_HOME set (the Makefile sets it) runs land in the history `make ui` shows.
     has_home = bool(os.environ.get("DAGSTER_HOME"))
     instance = dg.DagsterInstance.get() if has_home else dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
-    failed_checks = [c for c in check_evaluations(result) if not c.passed]
-    for check in failed_checks:
+    outcome = run_pipeline(instance=instance, model_months=model_months)
+    for check in outcome.failed_checks:
         print(
             f"check failed: {check.asset_key.to_user_string()} {check.check_name}", file=sys.stderr
         )
-    return result.success and not failed_checks
+    late = sorted({c.asset_key.to_user_string() for c in outcome.warnings})
+    if late:
+        print(f"warning: late or missing files by the contracts' deadlines: {', '.join(late)}")
+    if not outcome.months:
+        print("no marked file in the landing zone: nothing to run", file=sys.stderr)
+    return outcome.success
 
 
 def summary(settings: Settings) -> str:
@@ -171,7 +166,13 @@ def _publish_lines(settings: Settings) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestration")
-    p.add_argument("command", choices=["run", "summary", "parse"])
+    p.add_argument("command", choices=["run", "backfill", "summary", "parse"])
+    p.add_argument(
+        "--model-months",
+        type=int,
+        default=1,
+        help="run: the models and publishing for the last N months (default 1)",
+    )
     args = p.parse_args(argv)
     if args.command == "parse":
         from orchestration.assets.warehouse import parse_project
@@ -179,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dbt manifest: {parse_project()}")
         return 0
     settings = Settings.from_env()
-    if args.command == "run":
-        ok = run_pipeline()
+    if args.command in ("run", "backfill"):
+        ok = run(None if args.command == "backfill" else args.model_months)
         print(summary(settings))
         if not ok:
             print("pipeline: a step or a check failed; see the log above", file=sys.stderr)

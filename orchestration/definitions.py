@@ -8,23 +8,42 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.assets.ingestion import ingestion_definitions
+from data_contracts import load_contracts
+from orchestration.assets.ingestion import ingestion_assets
 from orchestration.assets.models import model_assets
 from orchestration.assets.publishing import publishing_assets
 from orchestration.assets.warehouse import build_warehouse_assets, dbt_resource, manifest_path
+from orchestration.automation import (
+    build_freshness_checks,
+    build_freshness_schedule,
+    build_landing_sensor,
+    build_month_ready_sensor,
+    build_schedules,
+    downstream_keys,
+    record_failures,
+)
 from orchestration.resources import FinegridResource
 
 
-def build_definitions(manifest: Path | None = None) -> dg.Definitions:
-    ingestion_assets, ingestion_checks = ingestion_definitions()
+def build_definitions(
+    manifest: Path | None = None, finegrid: FinegridResource | None = None
+) -> dg.Definitions:
+    raw_assets = ingestion_assets()
     warehouse = build_warehouse_assets(manifest or manifest_path())
-    # DuckDB takes one writing process per file: runs execute in one process, so writers never
-    # contend for the warehouse lock.
+    assets = [*raw_assets, *warehouse, *model_assets(), *publishing_assets()]
+    raw = [k for a in raw_assets for k in a.keys]
+    downstream = downstream_keys(assets)
+    freshness = build_freshness_checks(load_contracts().values())
     return dg.Definitions(
-        assets=[*ingestion_assets, *warehouse, *model_assets(), *publishing_assets()],
-        asset_checks=ingestion_checks,
-        resources={"finegrid": FinegridResource(), "dbt": dbt_resource()},
-        executor=dg.in_process_executor,
+        assets=assets,
+        asset_checks=freshness,
+        sensors=[
+            build_landing_sensor(raw),
+            build_month_ready_sensor(downstream),
+            record_failures,
+        ],
+        schedules=[*build_schedules(raw, downstream), build_freshness_schedule(freshness)],
+        resources={"finegrid": finegrid or FinegridResource(), "dbt": dbt_resource()},
     )
 
 

@@ -3,9 +3,11 @@
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
-from orchestration.ingest.loader import ensure_ops, ensure_raw_table, ingest_extract
+from orchestration.assets.policies import ONE_RUN, RETRY, WRITER_POOL, pii_key
+from orchestration.ingest.loader import ingest_extract
 from orchestration.ingest.pii import attach_vault
 from orchestration.ingest.reconcile import ledger_problems, unaccounted_files
+from orchestration.partitions import MONTHS, key_period
 from orchestration.resources import FinegridResource
 
 
@@ -31,9 +33,25 @@ def _description(contract: Contract) -> str:
     )
 
 
+LEDGER_CHECKS = {
+    "ledger_reconciles": "For every loaded file: marker rows = rows loaded + rows quarantined, "
+    "and raw/quarantine hold exactly those rows.",
+    "no_marked_file_unaccounted": "Every marked file of the months ingested is in the ledger "
+    "as loaded, duplicate or rejected.",
+}
+
+
+def ledger_check_keys(contract: Contract) -> list[dg.AssetCheckKey]:
+    return [dg.AssetCheckKey(raw_key(contract), name) for name in LEDGER_CHECKS]
+
+
 def build_ingestion_asset(contract: Contract) -> dg.AssetsDefinition:
+    key = raw_key(contract)
+
+    # The ledger checks run in the ingestion step itself, on its connection: one process and
+    # one pool slot per extract rather than three.
     @dg.asset(
-        key=raw_key(contract),
+        key=key,
         group_name=f"raw_{contract.system}",
         kinds={"duckdb", contract.file_format},
         description=_description(contract),
@@ -44,22 +62,34 @@ def build_ingestion_asset(contract: Contract) -> dg.AssetsDefinition:
             "table": contract.raw_table,
         },
         tags={"system": contract.system},
+        partitions_def=MONTHS,
+        backfill_policy=ONE_RUN,
+        pool=WRITER_POOL,
+        retry_policy=RETRY,
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=key, description=text)
+            for name, text in LEDGER_CHECKS.items()
+        ],
     )
-    def _ingest(
-        context: dg.AssetExecutionContext, finegrid: FinegridResource
-    ) -> dg.MaterializeResult:
+    def _ingest(context: dg.AssetExecutionContext, finegrid: FinegridResource):
         settings = finegrid.settings()
+        periods = {key_period(k) for k in context.partition_keys}
         with finegrid.connect() as con:
             if contract.pii_columns:
-                attach_vault(con, settings.pii_vault_path, settings.require_pii_key())
-            outcome = ingest_extract(con, settings.landing_dir, contract, log=context.log.info)
+                attach_vault(con, settings.pii_vault_path, pii_key(settings))
+            outcome = ingest_extract(
+                con, settings.landing_dir, contract, log=context.log.info, periods=periods
+            )
             total = con.execute(f"SELECT count(*) FROM {contract.raw_table}").fetchone()[0]
+            problems = ledger_problems(con, contract)
+            missing = unaccounted_files(con, settings.landing_dir, contract)
         rejected = [f"{f.source_file}: {f.reason}" for f in outcome.files if f.status == "rejected"]
         extra = sorted({c for f in outcome.files for c in f.extra_columns})
         for r in rejected:
             context.log.warning(f"rejected {r}")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
+                "months": ", ".join(sorted(context.partition_keys)),
                 "files_loaded": outcome.count("loaded"),
                 "files_duplicate": outcome.count("duplicate"),
                 "files_rejected": outcome.count("rejected"),
@@ -71,56 +101,19 @@ def build_ingestion_asset(contract: Contract) -> dg.AssetsDefinition:
                 "rejected": _listing(rejected, limit=None),
             }
         )
+        yield dg.AssetCheckResult(
+            check_name="ledger_reconciles",
+            passed=not problems,
+            metadata={"problems": len(problems), "details": _listing(problems)},
+        )
+        yield dg.AssetCheckResult(
+            check_name="no_marked_file_unaccounted",
+            passed=not missing,
+            metadata={"unaccounted": len(missing), "files": _listing(missing)},
+        )
 
     return _ingest
 
 
-def build_ingestion_checks(contract: Contract) -> list[dg.AssetChecksDefinition]:
-    key = raw_key(contract)
-
-    @dg.asset_check(
-        asset=key,
-        name="ledger_reconciles",
-        description="For every loaded file: marker rows = rows loaded + rows "
-        "quarantined, and raw/quarantine hold exactly those rows.",
-    )
-    def _reconciles(finegrid: FinegridResource) -> dg.AssetCheckResult:
-        with finegrid.connect() as con:
-            ensure_ops(con)
-            ensure_raw_table(con, contract)
-            problems = ledger_problems(con, contract)
-        return dg.AssetCheckResult(
-            passed=not problems,
-            metadata={
-                "problems": len(problems),
-                "details": _listing(problems),
-            },
-        )
-
-    @dg.asset_check(
-        asset=key,
-        name="no_marked_file_unaccounted",
-        description="Every marked file of the extract is in the ledger as loaded, "
-        "duplicate or rejected.",
-    )
-    def _accounted(finegrid: FinegridResource) -> dg.AssetCheckResult:
-        settings = finegrid.settings()
-        with finegrid.connect() as con:
-            ensure_ops(con)
-            missing = unaccounted_files(con, settings.landing_dir, contract)
-        return dg.AssetCheckResult(
-            passed=not missing,
-            metadata={
-                "unaccounted": len(missing),
-                "files": _listing(missing),
-            },
-        )
-
-    return [_reconciles, _accounted]
-
-
-def ingestion_definitions() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
-    contracts = load_contracts().values()
-    assets = [build_ingestion_asset(c) for c in contracts]
-    checks = [chk for c in contracts for chk in build_ingestion_checks(c)]
-    return assets, checks
+def ingestion_assets() -> list[dg.AssetsDefinition]:
+    return [build_ingestion_asset(c) for c in load_contracts().values()]

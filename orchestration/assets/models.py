@@ -28,6 +28,10 @@ from ml.pipeline import (
     segment_gate,
 )
 from ml.registry import save_artifact
+from ml.risk import NotEnoughHistory
+from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
+from orchestration.partitions import MONTHS, key_month
+from orchestration.publish.frames import table_exists
 from orchestration.resources import FinegridResource
 
 FEATURES = dg.AssetKey(["marts", "customer_features"])
@@ -94,9 +98,28 @@ def _check(result: GateResult, asset: dg.AssetKey) -> dg.AssetCheckResult:
     )
 
 
-def _features(con: duckdb.DuckDBPyConnection, columns: list[str] | None = None) -> pl.DataFrame:
-    select = ", ".join(dict.fromkeys(columns)) if columns else "*"
-    return con.execute(f"SELECT {select} FROM marts.customer_features").pl()
+def _features(con: duckdb.DuckDBPyConnection, columns: list[str], through: date) -> pl.DataFrame:
+    """The features of every month up to the as-of month: a model never sees later data."""
+    select = ", ".join(dict.fromkeys(columns))
+    return con.execute(
+        f"SELECT {select} FROM marts.customer_features WHERE as_of_month <= ?", [through]
+    ).pl()
+
+
+def _skipped(keys: list[dg.AssetKey], checks: list[str], month: date, reason: str):
+    """An as-of month the models cannot serve yet: recorded as skipped, writing nothing, so
+    publishing for it finds no segments and skips too. The gate is reported as not evaluated."""
+    for key in keys:
+        yield dg.MaterializeResult(
+            asset_key=key, metadata={"as_of_month": str(month), "skipped": reason}
+        )
+    for name in checks:
+        yield dg.AssetCheckResult(
+            asset_key=keys[0],
+            check_name=name,
+            passed=True,
+            metadata={"evaluated": False, "detail": f"skipped: {reason}"},
+        )
 
 
 def _run_metadata(month: date, customers: int, run_id: str) -> dict:
@@ -117,20 +140,32 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     group_name="ml",
     kinds={"scikit-learn", "duckdb"},
     description="Calibrated 3-month payment-risk probability, credit grade (A–E) and top reasons "
-    "for every open customer of the latest as-of month (ml.risk_scores); the model run is "
-    "recorded in ml.model_runs.",
+    "for every open customer of the partition's as-of month, from a model trained on the "
+    "months before it (ml.risk_scores); the model run is recorded in ml.model_runs. A month "
+    "with too little history to train is recorded as skipped.",
     check_specs=[dg.AssetCheckSpec(name, asset=RISK, blocking=True) for name in RISK_CHECKS],
+    partitions_def=MONTHS,
+    backfill_policy=RUN_PER_MONTH,
+    pool=WRITER_POOL,
 )
 def risk_scores(
     context: dg.AssetExecutionContext, finegrid: FinegridResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     config = load_config("risk")
     settings = finegrid.settings()
+    month = key_month(context.partition_key)
     keys = ["customer_id", "as_of_month", "status_code", "arrears_max_days_overdue"]
     with finegrid.connect(read_only=True) as con:
-        features = _features(con, keys + config["features"])
-    run = run_risk(features, config)
-    month = latest_month(features)
+        features = _features(con, keys + config["features"], month)
+    if features.is_empty() or latest_month(features) != month:
+        yield from _skipped([RISK], RISK_CHECKS, month, f"no customer features for {month}")
+        return
+    try:
+        run = run_risk(features, config, month)
+    except NotEnoughHistory as exc:
+        context.log.warning(f"{month}: {exc}")
+        yield from _skipped([RISK], RISK_CHECKS, month, str(exc))
+        return
     run_id = f"risk-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
     path, sha = save_artifact(run.model, settings.model_dir, run_id, "risk_model")
     gate = risk_gate(run, config["gate"])
@@ -182,9 +217,9 @@ def risk_scores(
             deps=[FEATURES, RISK],
             group_name="ml",
             kinds={"scikit-learn", "duckdb"},
-            description="One primary business segment per open customer of the latest as-of "
-            "month, with its k-means cluster, a confidence and a reason (ml.customer_segments); "
-            "the explanation tree's rules go to PUBLISH_DIR.",
+            description="One primary business segment per open customer of the partition's "
+            "as-of month, with its k-means cluster, a confidence and a reason "
+            "(ml.customer_segments); the explanation tree's rules go to PUBLISH_DIR.",
         ),
         dg.AssetSpec(
             PROFILES,
@@ -196,6 +231,9 @@ def risk_scores(
         ),
     ],
     check_specs=[dg.AssetCheckSpec(n, asset=SEGMENTS, blocking=True) for n in SEGMENT_CHECKS],
+    partitions_def=MONTHS,
+    backfill_policy=RUN_PER_MONTH,
+    pool=WRITER_POOL,
 )
 def customer_segments(
     context: dg.AssetExecutionContext, finegrid: FinegridResource
@@ -203,15 +241,21 @@ def customer_segments(
     config, mapping = load_config("segmentation"), load_config("segment_mapping")
     thresholds = load_config("risk")["gate"]
     settings = finegrid.settings()
+    month = key_month(context.partition_key)
     with finegrid.connect(read_only=True) as con:
-        month = con.execute("SELECT max(as_of_month) FROM marts.customer_features").fetchone()[0]
         features = con.execute(
             "SELECT * FROM marts.customer_features WHERE as_of_month = ?", [month]
         ).pl()
-        scores = con.execute("SELECT * FROM ml.risk_scores WHERE as_of_month = ?", [month]).pl()
+        scores = (
+            con.execute("SELECT * FROM ml.risk_scores WHERE as_of_month = ?", [month]).pl()
+            if table_exists(con, "ml", "risk_scores")
+            else pl.DataFrame()
+        )
         previous = _previous_segments(con, month)
     if scores.is_empty():
-        raise dg.Failure(f"no risk scores for {month}: materialise ml/risk_scores first")
+        reason = f"no risk scores for {month} (the risk model skipped or has not run)"
+        yield from _skipped([SEGMENTS, PROFILES], SEGMENT_CHECKS, month, reason)
+        return
     run = run_segmentation(features, scores, config, mapping, month)
     change = segment_change_share(run.segments, previous)
     gate = segment_gate(run, change, thresholds)
@@ -297,16 +341,14 @@ def _evidence(clusters) -> str:
 
 
 def _previous_segments(con: duckdb.DuckDBPyConnection, month: date) -> pl.DataFrame | None:
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema = 'ml' AND table_name = 'customer_segments'"
-    ).fetchone()[0]
-    if not exists:
+    """The latest run before this as-of month (a re-run of the month compares with the one
+    before it, not with itself)."""
+    if not table_exists(con, "ml", "customer_segments"):
         return None
     return con.execute(
         """SELECT customer_id, segment_code FROM ml.customer_segments
            WHERE as_of_month = (SELECT max(as_of_month) FROM ml.customer_segments
-                                WHERE as_of_month <= ?)""",
+                                WHERE as_of_month < ?)""",
         [month],
     ).pl()
 

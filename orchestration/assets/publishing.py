@@ -15,7 +15,9 @@ import duckdb
 import polars as pl
 
 from orchestration.assets.models import FEATURES, PROFILES, RISK, SEGMENTS
+from orchestration.assets.policies import RETRY, RUN_PER_MONTH, WRITER_POOL, pii_key
 from orchestration.ingest.pii import attach_vault
+from orchestration.partitions import MONTHS, key_month
 from orchestration.publish.campaigns import (
     assign_account_managers,
     select_targets,
@@ -78,11 +80,14 @@ def replace_rows(
         con.unregister("incoming")
 
 
-def _latest_scored_month(con: duckdb.DuckDBPyConnection) -> date:
-    month = con.execute("SELECT max(as_of_month) FROM ml.customer_segments").fetchone()[0]
-    if month is None:
-        raise dg.Failure("ml.customer_segments is empty: materialise the models first")
-    return month
+# Publishing runs per as-of month (the month partition), after the models of that month.
+PER_MONTH = {"partitions_def": MONTHS, "backfill_policy": RUN_PER_MONTH, "pool": WRITER_POOL}
+
+
+def _segments_of(con: duckdb.DuckDBPyConnection, month: date) -> int:
+    return con.execute(
+        "SELECT count(*) FROM ml.customer_segments WHERE as_of_month = ?", [month]
+    ).fetchone()[0]
 
 
 @dg.multi_asset(
@@ -104,14 +109,17 @@ def _latest_scored_month(con: duckdb.DuckDBPyConnection) -> date:
             description="publish.customer_tag_history: the months each tag held as intervals "
             "valid_from → valid_to (null while it still holds).",
         ),
-    ]
+    ],
+    **PER_MONTH,
 )
-def customer_tags(finegrid: FinegridResource):
+def customer_tags(context: dg.AssetExecutionContext, finegrid: FinegridResource):
     library = default_rules()["tags"]
+    latest = key_month(context.partition_key)
     with finegrid.connect(read_only=True) as con:
-        months = customer_months(con, tag_fields(library))
+        months = customer_months(con, tag_fields(library), through=latest)
+    # Every month up to the as-of month is (re)evaluated, so the history is whole and a month
+    # whose models ran later gets its segment and credit tags.
     tags = evaluate_tags(months, library)
-    latest = months["as_of_month"].max()
     history = tag_history(tags, latest)
     catalogue = catalogue_frame(library)
     with finegrid.connect() as con:
@@ -173,16 +181,19 @@ def customer_tags(finegrid: FinegridResource):
             description="publish.customer_service_plan: every segmented customer's plan per "
             "scored month, with their account manager and repair-arrival promise.",
         ),
-    ]
+    ],
+    **PER_MONTH,
 )
-def service_plans(finegrid: FinegridResource):
+def service_plans(context: dg.AssetExecutionContext, finegrid: FinegridResource):
     rules = default_rules()
     plans = plan_frame(rules["service_plans"])
+    month = key_month(context.partition_key)
     with finegrid.connect(read_only=True) as con:
         customers = con.execute(
             """SELECT s.customer_id, s.as_of_month, s.segment_code, d.district_code, d.area_type
                FROM ml.customer_segments AS s LEFT JOIN marts.dim_customer AS d USING (customer_id)
-               ORDER BY s.as_of_month, s.customer_id"""
+               WHERE s.as_of_month = ? ORDER BY s.customer_id""",
+            [month],
         ).pl()
     customers = customers.with_columns(
         assign_account_managers(customers, rules["account_managers"])
@@ -190,7 +201,7 @@ def service_plans(finegrid: FinegridResource):
     per_customer = customer_plans(customers, plans)
     with finegrid.connect() as con:
         replace_table(con, "publish.segment_service_plan", plans)
-        replace_table(con, "publish.customer_service_plan", per_customer)
+        replace_rows(con, "publish.customer_service_plan", per_customer, "as_of_month = ?", [month])
     yield dg.MaterializeResult(
         asset_key=PLANS,
         metadata={
@@ -222,20 +233,32 @@ TARGET_CHECKS = ("targets_within_capacity", "no_excluded_customer_targeted")
     deps=[TAGS, CUSTOMER_PLANS, WORK_ORDERS],
     group_name="publish",
     kinds={"polars", "duckdb", "parquet"},
-    description="publish.campaign_targets for the latest scored month (business_rules/"
+    description="publish.campaign_targets for the as-of month (business_rules/"
     "campaigns.yaml): rank, score, reason and channel per customer; with the funnel per "
     "campaign in publish.campaign_runs. Files per campaign and month in PUBLISH_DIR/campaigns "
     "(CSV with a BOM for Excel, and Parquet) carry contact details from the vault — in clear "
     "only where the channel needs them — and every resolution is audited in ops.contact_audit.",
     check_specs=[dg.AssetCheckSpec(name, asset=TARGETS) for name in TARGET_CHECKS],
+    retry_policy=RETRY,
+    **PER_MONTH,
 )
 def campaign_targets(context: dg.AssetExecutionContext, finegrid: FinegridResource):
     rules = default_rules()
     settings = finegrid.settings()
-    key = settings.require_pii_key()
+    key = pii_key(settings)
     campaigns = rules["campaigns"]
+    month = key_month(context.partition_key)
     with finegrid.connect(read_only=True) as con:
-        month = _latest_scored_month(con)
+        segmented = _segments_of(con, month)
+    if not segmented:
+        reason = f"no segments for {month}: the models skipped this month or have not run"
+        yield dg.MaterializeResult(metadata={"as_of_month": str(month), "skipped": reason})
+        for name in TARGET_CHECKS:
+            yield dg.AssetCheckResult(
+                check_name=name, passed=True, metadata={"evaluated": False, "detail": reason}
+            )
+        return
+    with finegrid.connect(read_only=True) as con:
         frame = campaign_frame(
             con,
             campaign_fields(campaigns),
@@ -354,12 +377,19 @@ def _target_checks(con, targets: pl.DataFrame, frame: pl.DataFrame, campaigns: d
     group_name="publish",
     kinds={"html"},
     description="PUBLISH_DIR/report.html: one self-contained page for management — segment "
-    "sizes and profiles, KPI trends, SLA compliance and campaign sizes.",
+    "sizes and profiles, KPI trends, SLA compliance and campaign sizes — as of the month.",
+    retry_policy=RETRY,
+    **PER_MONTH,
 )
-def report(finegrid: FinegridResource) -> dg.MaterializeResult:
+def report(context: dg.AssetExecutionContext, finegrid: FinegridResource) -> dg.MaterializeResult:
     settings = finegrid.settings()
+    month = key_month(context.partition_key)
     with finegrid.connect(read_only=True) as con:
-        result = write_report(con, settings.publish_dir)
+        if not _segments_of(con, month):
+            return dg.MaterializeResult(
+                metadata={"as_of_month": str(month), "skipped": f"no segments for {month}"}
+            )
+        result = write_report(con, settings.publish_dir, month)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(result.path.resolve())),
@@ -390,6 +420,8 @@ def report(finegrid: FinegridResource) -> dg.MaterializeResult:
     "text or contact audit), replaced in one rename so analysts never block the pipeline and "
     "never see a half-written file. Downstream of the models and the published tables, so a "
     "failed quality gate leaves the previous snapshot in place.",
+    retry_policy=RETRY,
+    **PER_MONTH,
 )
 def analytics_snapshot(finegrid: FinegridResource) -> dg.MaterializeResult:
     settings = finegrid.settings()

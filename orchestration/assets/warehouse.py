@@ -13,6 +13,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
+from orchestration.assets.policies import ONE_RUN, WRITER_POOL
+from orchestration.partitions import MONTHS
 from orchestration.resources import FinegridResource
 from orchestration.settings import ConfigError, Settings
 
@@ -71,8 +73,16 @@ class WarehouseTranslator(DagsterDbtTranslator):
 
 
 def _dbt_build_assets(manifest: Path, name: str, **selection: str) -> dg.AssetsDefinition:
+    # Partitioned by month like everything else, but each run rebuilds every model whole (any
+    # number of months in one dbt build), so a backfill of a drop is a single dbt run.
     @dbt_assets(
-        manifest=manifest, dagster_dbt_translator=WarehouseTranslator(), name=name, **selection
+        manifest=manifest,
+        dagster_dbt_translator=WarehouseTranslator(),
+        name=name,
+        partitions_def=MONTHS,
+        backfill_policy=ONE_RUN,
+        pool=WRITER_POOL,
+        **selection,
     )
     def _build(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, finegrid: FinegridResource

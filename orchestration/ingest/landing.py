@@ -99,6 +99,15 @@ def read_marker(file: LandingFile) -> Marker:
     )
 
 
+def marker_period(file: LandingFile) -> str | None:
+    """The business month (YYYYMM) a marked file's marker names; None when it cannot be read
+    (ingestion rejects such a file with the reason, whichever month's run sees it)."""
+    try:
+        return read_marker(file).period
+    except MarkerError:
+        return None
+
+
 def move_aside(landing: Path, file: LandingFile, reason: str) -> Path:
     """Move a rejected file (and its marker) out of the extract's folder, with the reason."""
     target = landing / REJECTED_DIR / file.relative

@@ -161,8 +161,11 @@ def ingest_extract(
     landing: Path,
     contract: Contract,
     log: Callable[[str], None] = lambda _m: None,
+    periods: set[str] | None = None,
 ) -> ExtractOutcome:
-    """Load every new marked file of one extract; return what happened to each file."""
+    """Load every new marked file of one extract — of the business months ``periods``
+    (YYYYMM, from the markers) when given — and return what happened to each file. A file
+    whose marker cannot be read belongs to no month: any run rejects it, with the reason."""
     ensure_ops(con)
     ensure_raw_table(con, contract)
     outcome = ExtractOutcome(contract.name)
@@ -186,6 +189,8 @@ def ingest_extract(
                 )
                 outcome.files.append(FileOutcome(file.relative, "pending"))
             continue
+        if periods is not None and lz.marker_period(file) not in (*periods, None):
+            continue  # another month's file: its own partition loads it
         result = _ingest_file(con, landing, contract, file, loaded_by_sha, log)
         outcome.files.append(result)
     return outcome

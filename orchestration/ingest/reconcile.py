@@ -45,15 +45,18 @@ def ledger_problems(con: duckdb.DuckDBPyConnection, contract: Contract) -> list[
 def unaccounted_files(
     con: duckdb.DuckDBPyConnection, landing: Path, contract: Contract
 ) -> list[str]:
-    """Marked files in the landing zone (or moved aside) that the ledger does not account for."""
-    settled = {
-        r[0]
-        for r in con.execute(
-            "SELECT source_file FROM ops.load_ledger WHERE system = ? AND extract = ? "
-            "AND status IN ('loaded', 'duplicate', 'rejected')",
-            [contract.system, contract.extract],
-        ).fetchall()
-    }
-    marked = [f.relative for f in lz.list_files(landing, contract) if f.is_marked]
+    """Marked files of the months ingestion has run for (or moved aside) that the ledger does
+    not account for. Months not yet asked for are their own partitions' business."""
+    rows = con.execute(
+        "SELECT source_file, status, period FROM ops.load_ledger WHERE system = ? AND extract = ?",
+        [contract.system, contract.extract],
+    ).fetchall()
+    settled = {f for f, status, _ in rows if status in ("loaded", "duplicate", "rejected")}
+    months = {p for _, status, p in rows if p and status != "pending"}
+    marked = [
+        f.relative
+        for f in lz.list_files(landing, contract)
+        if f.is_marked and lz.marker_period(f) in (*months, None)
+    ]
     marked += lz.rejected_files(landing, contract)
     return sorted(f for f in set(marked) if f not in settled)

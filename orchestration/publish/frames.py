@@ -36,10 +36,14 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
 
 
 def customer_months(
-    con: duckdb.DuckDBPyConnection, fields: set[str], month: date | None = None
+    con: duckdb.DuckDBPyConnection,
+    fields: set[str],
+    month: date | None = None,
+    through: date | None = None,
 ) -> pl.DataFrame:
     """customer_id, as_of_month and ``fields`` (features or model/dimension columns) for every
-    customer-month, or only ``month``'s. Model columns are null in months no model run scored."""
+    customer-month (up to ``through``), or only ``month``'s. Model columns are null in months
+    no model run scored."""
     feature_cols = {r[0] for r in con.execute("DESCRIBE marts.customer_features").fetchall()}
     unknown = fields - feature_cols - set(_EXTRA)
     if unknown:
@@ -48,6 +52,8 @@ def customer_months(
     select += [f'f."{c}"' for c in sorted(fields & feature_cols - {"customer_id", "as_of_month"})]
     select += [f"{_EXTRA[c]} AS {c}" for c in sorted(fields - feature_cols)]
     where = "WHERE f.as_of_month = $month" if month else ""
+    if through:
+        where = "WHERE f.as_of_month <= $through"
     return con.execute(
         f"""SELECT {", ".join(select)}
             FROM marts.customer_features AS f
@@ -56,7 +62,7 @@ def customer_months(
             LEFT JOIN marts.dim_customer AS d USING (customer_id)
             {where}
             ORDER BY f.as_of_month, f.customer_id""",
-        {"month": month} if month else {},
+        {"month": month} if month else {"through": through} if through else {},
     ).pl()
 
 

@@ -11,7 +11,7 @@ import html
 import io
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -105,9 +105,11 @@ def _segment_section(con: duckdb.DuckDBPyConnection, month) -> tuple[str, str]:
     return _svg(fig), _table(profile, formats)
 
 
-def _kpi_section(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
+def _kpi_section(con: duckdb.DuckDBPyConnection, month: date) -> tuple[str, str]:
     kpi = con.execute(
-        "SELECT * FROM publish.kpi_monthly WHERE segment_code <> 'unsegmented' ORDER BY month"
+        """SELECT * FROM publish.kpi_monthly
+           WHERE segment_code <> 'unsegmented' AND month <= ? ORDER BY month""",
+        [month],
     ).pl()
     fig, axes = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
     kpi = kpi.with_columns(
@@ -154,11 +156,12 @@ def _kpi_section(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
     return _svg(fig), _table(latest, formats)
 
 
-def _sla_section(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
+def _sla_section(con: duckdb.DuckDBPyConnection, month: date) -> tuple[str, str]:
     monthly = con.execute(
         """SELECT month, order_type_en || ' · ' || measure AS target,
                   sum(met) / nullif(sum(met + breached), 0) AS compliance
-           FROM publish.sla_compliance GROUP BY 1, 2 ORDER BY 1"""
+           FROM publish.sla_compliance WHERE month <= ? GROUP BY 1, 2 ORDER BY 1""",
+        [month],
     ).pl()
     by_segment = con.execute(
         """SELECT segment_code AS segment, order_type_en || ' · ' || measure AS target,
@@ -166,8 +169,9 @@ def _sla_section(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
                   sum(open) AS open, sum(unmeasured) AS unmeasured,
                   sum(met) / nullif(sum(met + breached), 0) AS compliance
            FROM publish.sla_compliance
-           WHERE month > (SELECT max(month) FROM publish.sla_compliance) - INTERVAL 12 MONTH
-           GROUP BY 1, 2 ORDER BY 1, 2"""
+           WHERE month > CAST(? AS DATE) - INTERVAL 12 MONTH AND month <= ?
+           GROUP BY 1, 2 ORDER BY 1, 2""",
+        [month, month],
     ).pl()
     fig, ax = plt.subplots(figsize=(11, 3.4))
     for colour, (target, rows) in zip(
@@ -212,9 +216,8 @@ th{background:#eef3f7}td:first-child,th:first-child{text-align:left}
 """
 
 
-def write_report(con: duckdb.DuckDBPyConnection, publish_dir: Path) -> ReportResult:
-    """Render the report from the warehouse (read-only connection) into ``publish_dir``."""
-    month = con.execute("SELECT max(as_of_month) FROM ml.customer_segments").fetchone()[0]
+def write_report(con: duckdb.DuckDBPyConnection, publish_dir: Path, month: date) -> ReportResult:
+    """Render the report as of ``month`` from the warehouse (read-only) into ``publish_dir``."""
     customers = con.execute(
         "SELECT count(*) FROM ml.customer_segments WHERE as_of_month = ?", [month]
     ).fetchone()[0]
@@ -229,14 +232,14 @@ def write_report(con: duckdb.DuckDBPyConnection, publish_dir: Path) -> ReportRes
         (
             "kpi",
             "经营指标 · KPI trends",
-            *_kpi_section(con),
+            *_kpi_section(con, month),
             "Monthly KPIs by segment. Months before the first model run carry that run's segment "
             "back (publish.customer_segment_months), so early months show today's segments.",
         ),
         (
             "sla",
             "服务时限 · Service levels",
-            *_sla_section(con),
+            *_sla_section(con, month),
             "Compliance with the service-level targets (dbt_project/seeds/sla_targets.csv); the "
             "table covers the last 12 months. Open orders within target and orders that cannot be "
             "measured are listed, not counted.",

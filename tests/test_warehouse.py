@@ -17,7 +17,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -862,80 +861,3 @@ def test_the_report_renders_in_headless_chromium_with_its_charts(built, chromium
     white = histogram[255] / sum(histogram)
     assert white < 0.9, f"the rendered report is {white:.0%} white"
     assert len([v for v in histogram if v]) > 50  # charts and text, not a flat page
-
-
-VOLATILE = {
-    "run_id",
-    "dagster_run_id",
-    "created_at",
-    "processed_at",
-    "first_seen_at",
-    "_loaded_at",
-    "artifact_path",
-    "artifact_sha256",
-    "resolved_at",
-    "metrics",
-}
-
-
-def _tables(warehouse: Path) -> dict[str, pl.DataFrame]:
-    """Every table of the built schemas and the ledger, without what records *when* and *which
-    run*, in a fixed row order."""
-    out = {}
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        tables = con.execute(
-            """SELECT table_schema, table_name FROM information_schema.tables
-               WHERE table_type = 'BASE TABLE'
-                 AND (table_schema IN ('raw', 'marts', 'ml', 'publish')
-                      OR (table_schema = 'ops' AND table_name = 'load_ledger'))"""
-        ).fetchall()
-        for schema, table in tables:
-            frame = con.execute(f'SELECT * FROM {schema}."{table}"').pl()
-            frame = frame.drop([c for c in frame.columns if c in VOLATILE])
-            exact = [c for c, t in frame.schema.items() if not t.is_float()]
-            out[f"{schema}.{table}"] = frame.sort(
-                exact + [c for c in frame.columns if c not in exact]
-            )
-    return out
-
-
-def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
-    """Equal, floats within 1e-9 relative: DuckDB sums doubles in parallel, in no fixed order."""
-    if a.shape != b.shape or a.schema != b.schema:
-        return False
-    floats = [c for c, t in a.schema.items() if t.is_float()]
-    if not a.drop(floats).equals(b.drop(floats)):
-        return False
-    for c in floats:
-        x, y = a[c].to_numpy(), b[c].to_numpy()
-        if not np.allclose(x, y, rtol=1e-9, atol=1e-9, equal_nan=True):
-            return False
-    return True
-
-
-def test_a_second_backfill_changes_nothing(built, tmp_path, dbt_manifest):
-    """The same months run again on a copy of the finished warehouse: every table holds the
-    same rows (the new model runs are recorded, which is what ml.model_runs is for)."""
-    root = tmp_path / "again"
-    shutil.copytree(built.warehouse.parent, root, ignore=shutil.ignore_patterns("drop"))
-    resource = FinegridResource(
-        landing_dir=str(root / "landing"),
-        warehouse_path=str(root / built.warehouse.name),
-        pii_vault_path=str(root / built.vault.name),
-        publish_dir=str(root / "publish"),
-        model_dir=str(root / "models"),
-    )
-    before = _tables(root / built.warehouse.name)
-    defs = build_definitions(dbt_manifest, finegrid=resource)
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        mp.setenv("PII_KEY", PII_KEY)
-        # every month built again, and the models and publishing of the last month again
-        again = run_months(defs, instance, built.outcome.months, built.outcome.months[-1:])
-    assert again.success
-    after = _tables(root / built.warehouse.name)
-    runs = "ml.model_runs"  # each run is recorded: two more
-    assert len(after[runs]) == len(before[runs]) + 2
-    assert set(after) == set(before)
-    changed = [t for t in before if t != runs and not _same(before[t], after[t])]
-    assert not changed
-    assert len(before["publish.campaign_targets"]) > 0 and len(before["raw.fin__payment"]) > 0

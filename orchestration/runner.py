@@ -74,25 +74,27 @@ def run_months(
     instance: dg.DagsterInstance,
     months: Sequence[str],
     model_months: Sequence[str],
+    build: bool = True,
 ) -> PipelineOutcome:
-    """Ingest and build ``months`` in one run, then run the models and publishing for each of
-    ``model_months``. Stops at the first failed run: a later month never publishes past a
-    failed gate."""
+    """Ingest and build ``months`` in one run (unless ``build`` is false), then run the models
+    and publishing for each of ``model_months``. Stops at the first failed run: a later month
+    never publishes past a failed gate."""
     outcome = PipelineOutcome(list(months))
     if not months:
         return outcome
     instance.add_dynamic_partitions(MONTHS.name, [m for m in months if not _known(instance, m)])
     job = defs.resolve_implicit_global_asset_job_def()
-    build, downstream = stage_keys(defs)
-    first = job.execute_in_process(
-        instance=instance,
-        asset_selection=build,
-        tags={RANGE_START: months[0], RANGE_END: months[-1]},
-        raise_on_error=False,
-    )
-    outcome.results.append(first)
-    if not first.success:
-        return outcome
+    build_keys, downstream = stage_keys(defs)
+    if build:
+        first = job.execute_in_process(
+            instance=instance,
+            asset_selection=build_keys,
+            tags={RANGE_START: months[0], RANGE_END: months[-1]},
+            raise_on_error=False,
+        )
+        outcome.results.append(first)
+        if not first.success:
+            return outcome
     for month in model_months:
         result = job.execute_in_process(
             instance=instance, asset_selection=downstream, partition_key=month, raise_on_error=False

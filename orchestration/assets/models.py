@@ -106,9 +106,29 @@ def _features(con: duckdb.DuckDBPyConnection, columns: list[str], through: date)
     ).pl()
 
 
-def _skipped(keys: list[dg.AssetKey], checks: list[str], month: date, reason: str):
-    """An as-of month the models cannot serve yet: recorded as skipped, writing nothing, so
+# The tables the models write, declared so that a month the models skip (the first months of a
+# backfill) still leaves them in place, empty, for publishing and the dbt publish marts to read.
+ML_TABLES_DDL = (
+    """CREATE TABLE IF NOT EXISTS ml.risk_scores (customer_id VARCHAR, as_of_month DATE,
+        risk_probability DOUBLE, risk_grade VARCHAR, top_reasons VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS ml.customer_segments (customer_id VARCHAR, as_of_month DATE,
+        segment_code VARCHAR, cluster_id VARCHAR, confidence DOUBLE, reason VARCHAR)""",
+)
+
+
+def _skipped(
+    finegrid: FinegridResource,
+    keys: list[dg.AssetKey],
+    checks: list[str],
+    month: date,
+    reason: str,
+):
+    """An as-of month the models cannot serve yet: recorded as skipped, writing no rows, so
     publishing for it finds no segments and skips too. The gate is reported as not evaluated."""
+    with finegrid.connect() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS ml")
+        for ddl in ML_TABLES_DDL:
+            con.execute(ddl)
     for key in keys:
         yield dg.MaterializeResult(
             asset_key=key, metadata={"as_of_month": str(month), "skipped": reason}
@@ -158,13 +178,15 @@ def risk_scores(
     with finegrid.connect(read_only=True) as con:
         features = _features(con, keys + config["features"], month)
     if features.is_empty() or latest_month(features) != month:
-        yield from _skipped([RISK], RISK_CHECKS, month, f"no customer features for {month}")
+        yield from _skipped(
+            finegrid, [RISK], RISK_CHECKS, month, f"no customer features for {month}"
+        )
         return
     try:
         run = run_risk(features, config, month)
     except NotEnoughHistory as exc:
         context.log.warning(f"{month}: {exc}")
-        yield from _skipped([RISK], RISK_CHECKS, month, str(exc))
+        yield from _skipped(finegrid, [RISK], RISK_CHECKS, month, str(exc))
         return
     run_id = f"risk-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
     path, sha = save_artifact(run.model, settings.model_dir, run_id, "risk_model")
@@ -254,7 +276,7 @@ def customer_segments(
         previous = _previous_segments(con, month)
     if scores.is_empty():
         reason = f"no risk scores for {month} (the risk model skipped or has not run)"
-        yield from _skipped([SEGMENTS, PROFILES], SEGMENT_CHECKS, month, reason)
+        yield from _skipped(finegrid, [SEGMENTS, PROFILES], SEGMENT_CHECKS, month, reason)
         return
     run = run_segmentation(features, scores, config, mapping, month)
     change = segment_change_share(run.segments, previous)

@@ -58,20 +58,26 @@ CREATE TABLE IF NOT EXISTS ml.model_runs (
 )"""
 
 
-def replace_month(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Idempotent: the table's rows of the frame's as-of month(s) are replaced by the frame."""
-    con.execute("CREATE SCHEMA IF NOT EXISTS ml")
+def replace_rows(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list
+) -> None:
+    """Idempotent: delete ``where`` then insert ``frame`` in one transaction."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
     con.register("incoming", frame.to_arrow())
     try:
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
         con.execute("BEGIN")
-        con.execute(
-            f"DELETE FROM {table} WHERE as_of_month IN (SELECT DISTINCT as_of_month FROM incoming)"
-        )
+        con.execute(f"DELETE FROM {table} WHERE {where}", params)
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
         con.execute("COMMIT")
     finally:
         con.unregister("incoming")
+
+
+def replace_month(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Idempotent: the table's rows of the frame's as-of month(s) are replaced by the frame."""
+    months = frame["as_of_month"].unique().to_list()
+    replace_rows(con, table, frame, "as_of_month IN (SELECT unnest(?))", [months])
 
 
 def record_run(con: duckdb.DuckDBPyConnection, row: dict) -> None:

@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from orchestration.assets.models import FEATURES, PROFILES, RISK, SEGMENTS
+from orchestration.assets.models import FEATURES, PROFILES, RISK, SEGMENTS, replace_rows
 from orchestration.assets.policies import RETRY, RUN_PER_MONTH, WRITER_POOL, pii_key
 from orchestration.ingest.pii import attach_vault
 from orchestration.partitions import MONTHS, key_month
@@ -60,22 +60,6 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
     con.register("incoming", frame.to_arrow())
     try:
         con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")
-    finally:
-        con.unregister("incoming")
-
-
-def replace_rows(
-    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, where: str, params: list
-) -> None:
-    """Idempotent: delete ``where`` then insert ``frame`` in one transaction."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
-    con.register("incoming", frame.to_arrow())
-    try:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
-        con.execute("BEGIN")
-        con.execute(f"DELETE FROM {table} WHERE {where}", params)
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-        con.execute("COMMIT")
     finally:
         con.unregister("incoming")
 

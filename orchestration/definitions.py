@@ -24,6 +24,13 @@ from orchestration.automation import (
 )
 from orchestration.resources import FinegridResource
 
+# Dagster's multiprocess executor (a process per step, the writers' pool keeps them from
+# colliding), its processes forked from a server that has imported this code location once:
+# spawning each step afresh re-imported dbt, scikit-learn and Dagster, ~10 s a step.
+EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": [__name__]}}}
+)
+
 
 def build_definitions(
     manifest: Path | None = None, finegrid: FinegridResource | None = None
@@ -44,6 +51,7 @@ def build_definitions(
         ],
         schedules=[*build_schedules(raw, downstream), build_freshness_schedule(freshness)],
         resources={"finegrid": finegrid or FinegridResource(), "dbt": dbt_resource()},
+        executor=EXECUTOR,
     )
 
 

@@ -20,7 +20,8 @@ RETRY = dg.RetryPolicy(
 )
 
 # Ingestion and dbt take any number of months in one run (a backfill of a whole drop is one
-# dbt build); the models and publishing run month by month, each month its own as-of month.
+# dbt build); the models, the publish marts and publishing run month by month, each month its
+# own as-of month.
 ONE_RUN = dg.BackfillPolicy.single_run()
 RUN_PER_MONTH = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 

@@ -315,6 +315,11 @@ def _load_records(
             f"FROM read_parquet({literal(str(parsed.parquet_path))}, file_row_number = true))"
         )
     present = set(parsed.columns)
+    source_types = {
+        row[0]: row[1]
+        for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+        if row[0] in present
+    }
     vaulted = [c.name for c in contract.columns if c.pii == "vault" and c.name in present]
     redacted = [c.name for c in contract.columns if c.pii == "redact" and c.name in present]
     # The quarantine keeps the record as text, with personal values replaced by a marker.
@@ -327,11 +332,10 @@ def _load_records(
         )
         for c in parsed.columns
     )
+    # The record as JSON text is built only for the few rows that fail a check.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _staged AS
-            SELECT *, {reasons_sql(contract, present)} AS _reasons,
-                   CAST(json_object({shown}) AS VARCHAR) AS _record
-            FROM {source}"""
+            SELECT *, {reasons_sql(contract, source_types)} AS _reasons FROM {source}"""
     )
     if parsed.table is not None:
         con.unregister("_landing_arrow")
@@ -369,7 +373,8 @@ def _load_records(
             f"""INSERT INTO ops.quarantine
                 SELECT {literal(file.relative)}, {ROW_NUMBER}, NULL, {literal(contract.name)},
                        array_to_string(list_transform(_reasons, r -> split_part(r, ':', 1)), ', '),
-                       array_to_string(_reasons, '; '), _record, ?::TIMESTAMP
+                       array_to_string(_reasons, '; '), CAST(json_object({shown}) AS VARCHAR),
+                       ?::TIMESTAMP
                 FROM _staged WHERE len(_reasons) > 0""",
             [now],
         )

@@ -28,7 +28,7 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests \
   -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
 
-.PHONY: demo run backfill test ui setup simulate lint format bench-simulator clean key docs freshness ml-report
+.PHONY: demo run backfill test ui setup simulate lint format bench bench-simulator clean key docs freshness ml-report
 
 ## setup: the venv with the pinned dependencies, and the dbt manifest the code location reads
 setup: $(STAMP) $(MANIFEST)
@@ -84,6 +84,12 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+## bench: the pipeline stage by stage on BENCH_SIZES accounts × 24 months, with the feature floor
+## and one more month on top (JSON and table in data/bench)
+BENCH_SIZES ?= 10000,100000
+bench: setup
+	$(PY) bench/bench_pipeline.py --accounts $(BENCH_SIZES) --out data/bench
 
 ## bench-simulator: time the simulator on BENCH_ACCOUNTS × 24 months
 bench-simulator: setup

@@ -14,6 +14,9 @@ DEFAULTS = {
     "PUBLISH_DIR": "data/publish",
     "PII_VAULT_PATH": "data/pii_vault.duckdb",
     "MODEL_DIR": "data/models",
+    # DuckDB's own default (80 % of the machine's memory); e.g. 4GiB bounds every connection,
+    # which then spills to disk beside the database.
+    "DUCKDB_MEMORY_LIMIT": "-1",
 }
 
 
@@ -29,6 +32,7 @@ class Settings:
     pii_vault_path: Path
     pii_key: str | None
     model_dir: Path = Path(DEFAULTS["MODEL_DIR"])
+    memory_limit: str = DEFAULTS["DUCKDB_MEMORY_LIMIT"]
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,6 +48,7 @@ class Settings:
             pii_vault_path=Path(get("PII_VAULT_PATH")),
             pii_key=env.get("PII_KEY") or None,
             model_dir=Path(get("MODEL_DIR")),
+            memory_limit=get("DUCKDB_MEMORY_LIMIT"),
         )
 
     def require_pii_key(self) -> str:
@@ -58,4 +63,5 @@ class Settings:
         """A connection to the warehouse file (created with its folder on first use)."""
         if not read_only:
             self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-        return duckdb.connect(str(self.warehouse_path), read_only=read_only)
+        config = {"memory_limit": self.memory_limit}
+        return duckdb.connect(str(self.warehouse_path), read_only=read_only, config=config)

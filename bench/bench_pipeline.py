@@ -1,0 +1,246 @@
+"""`make bench`: the whole pipeline on N accounts × 24 months, stage by stage, against the floor.
+
+For each size: simulate 25 months and hold the last one back; run ingest → features → dbt → ML
+→ publish on the 24 (each stage a child process: wall time, peak RSS of it and its children,
+warehouse size after it); run the feature floor (one DuckDB statement from the raw tables, see
+``bench/floor.py``) and check it agrees with the platform's table; then land the 25th month and
+run it as the platform does (the increment). Writes ``bench.json`` and prints a table.
+
+    .venv/bin/python bench/bench_pipeline.py --accounts 10000,100000
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.floor import FLOOR_TABLE, compile_features, disagreements, floor_sql  # noqa: E402
+from data_contracts import load_contracts  # noqa: E402
+from orchestration.partitions import marked_files  # noqa: E402
+
+PY = sys.executable
+MONTHS = 24
+END = 202511  # the 25th month, held back for the increment; the 24 before it end in 2025-10
+TARGETS = {
+    "end_to_end_seconds_100k": 600,
+    "peak_rss_gib_100k": 6,
+    "features_vs_floor": 1.5,
+    "increment_share": 0.20,
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    rows: int
+    peak_rss_mib: float
+    warehouse_mib: float
+    ok: bool
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, bool]:
+    """Wall seconds, peak RSS (MiB) of the process and the children it waited for, success."""
+    started = time.perf_counter()
+    with log.open("a") as out:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    return seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status) == 0
+
+
+def count(warehouse: Path, sql: str) -> int:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return int(con.execute(sql).fetchone()[0] or 0)
+
+
+def table_rows(warehouse: Path, schemas: tuple[str, ...]) -> int:
+    listed = ", ".join(f"'{s}'" for s in schemas)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tables = con.execute(
+            "select table_schema, table_name from information_schema.tables "
+            f"where table_type = 'BASE TABLE' and table_schema in ({listed})"
+        ).fetchall()
+        return sum(con.execute(f'select count(*) from {s}."{t}"').fetchone()[0] for s, t in tables)
+
+
+def hold_back(landing: Path, held: Path, period: str) -> int:
+    """Move the files (and markers) of ``period`` out of the landing zone."""
+    moved = 0
+    for file in marked_files(landing, load_contracts().values()):
+        if file.period == period:
+            source = landing / file.relative
+            target = held / file.relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+            Path(f"{source}.ok").replace(Path(f"{target}.ok"))
+            moved += 1
+    return moved
+
+
+def land(held: Path, landing: Path) -> None:
+    """Copy the held files in, data first and markers last, as a producer does."""
+    files = sorted(p for p in held.rglob("*") if p.is_file())
+    for marker_last in (False, True):
+        for path in files:
+            if path.name.endswith(".ok") == marker_last:
+                target = landing / path.relative_to(held)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+
+
+def size_mib(*paths: Path) -> float:
+    return sum(p.stat().st_size for p in paths if p.exists()) / 2**20
+
+
+def bench_size(accounts: int, root: Path, memory_limit: str) -> dict:
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    landing, held, log = root / "landing", root / "held", root / "bench.log"
+    warehouse, vault = root / "warehouse.duckdb", root / "vault.duckdb"
+    (root / "dagster_home").mkdir()
+    env = {
+        **os.environ,
+        "LANDING_DIR": str(landing),
+        "WAREHOUSE_PATH": str(warehouse),
+        "PII_VAULT_PATH": str(vault),
+        "PUBLISH_DIR": str(root / "publish"),
+        "MODEL_DIR": str(root / "models"),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "PII_KEY": os.environ.get("PII_KEY") or "0" * 64,
+        "DUCKDB_MEMORY_LIMIT": memory_limit,
+    }
+    stages: list[Stage] = []
+
+    def stage(name: str, command: list[str], rows_sql: str | None = None) -> Stage:
+        print(f"  {accounts:>9,} · {name} …", flush=True)
+        seconds, rss, ok = timed(command, env, log)
+        rows = count(warehouse, rows_sql) if rows_sql and warehouse.exists() else 0
+        result = Stage(name, seconds, rows, rss, size_mib(warehouse, vault), ok)
+        stages.append(result)
+        if not ok:
+            raise SystemExit(f"stage {name} failed at {accounts:,} accounts: see {log}")
+        return result
+
+    simulate = [PY, "-m", "simulator", "--accounts", str(accounts), "--months", str(MONTHS + 1)]
+    simulate += ["--end", str(END), "--seed", "42", "--out", str(landing)]
+    simulate += ["--truth", str(root / "truth"), "--force"]
+    stage("simulate", simulate)
+    truth = json.loads((root / "truth" / "defects.json").read_text("utf-8"))
+    stages[-1].rows = int(truth["rows_generated"])
+    held_files = hold_back(landing, held, str(END))
+
+    raw_rows = "select sum(rows_read) from ops.load_ledger"
+    features = "select count(*) from marts.customer_features"
+    stage("ingest", [PY, "bench/stage.py", "ingest"], raw_rows)
+    stage("features", [PY, "bench/stage.py", "features"], raw_rows)
+    stage("dbt", [PY, "bench/stage.py", "dbt"], raw_rows)
+    month = "(select max(as_of_month) from marts.customer_features)"
+    stage("ml", [PY, "bench/stage.py", "ml"], f"{features} where as_of_month = {month}")
+    stage("publish", [PY, "bench/stage.py", "publish"], "select count(*) from ml.risk_scores")
+    pipeline = [s for s in stages if s.name != "simulate"]
+    end_to_end = sum(s.seconds for s in pipeline)
+
+    # The floor: compiled outside the clock, run in a child process like the stages.
+    manifest = compile_features(warehouse, root / "floor_target")
+    (root / "floor.sql").write_text(floor_sql(manifest))
+    floor_run = [PY, "-c", FLOOR_RUNNER, str(warehouse), str(root / "floor.sql"), memory_limit]
+    floor_seconds, floor_rss, floor_ok = timed(floor_run, env, log)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        agreement = disagreements(
+            con, "marts.customer_features", FLOOR_TABLE, ["customer_id", "as_of_month"]
+        )
+    feature_stage = next(s for s in stages if s.name == "features")
+
+    land(held, landing)
+    increment = stage("increment", [PY, "bench/stage.py", "increment"], raw_rows)
+
+    return {
+        "accounts": accounts,
+        "months": MONTHS,
+        "memory_limit": memory_limit,
+        "stages": [asdict(s) | {"rows_per_second": round(s.rows_per_second)} for s in stages],
+        "end_to_end_seconds": round(end_to_end, 1),
+        "peak_rss_mib": round(max(s.peak_rss_mib for s in pipeline), 1),
+        "warehouse_mib": round(size_mib(warehouse), 1),
+        "floor": {
+            "seconds": round(floor_seconds, 1),
+            "peak_rss_mib": round(floor_rss, 1),
+            "ok": floor_ok,
+            "features_vs_floor": round(feature_stage.seconds / floor_seconds, 2),
+            "disagreements": agreement,
+        },
+        "pandas": None,  # not built yet: see the README's performance section
+        "increment": {
+            "files": held_files,
+            "seconds": round(increment.seconds, 1),
+            "share_of_full_run": round(increment.seconds / end_to_end, 3),
+        },
+    }
+
+
+FLOOR_RUNNER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, ".")
+from bench.floor import run_floor
+run_floor(Path(sys.argv[1]), Path(sys.argv[2]).read_text(), sys.argv[3] or None)
+"""
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        f"{'accounts':>9}  {'stage':<10} {'seconds':>8} {'rows':>12} {'rows/s':>11} "
+        f"{'peak RSS':>9} {'warehouse':>10}"
+    ]
+    for r in results:
+        for s in r["stages"]:
+            lines.append(
+                f"{r['accounts']:>9,}  {s['name']:<10} {s['seconds']:>8.1f} {s['rows']:>12,} "
+                f"{s['rows_per_second']:>11,} {s['peak_rss_mib']:>6.0f} MiB "
+                f"{s['warehouse_mib']:>6.0f} MiB"
+            )
+        floor = r["floor"]
+        agree = "agrees" if not any(floor["disagreements"].values()) else "DISAGREES"
+        lines.append(
+            f"{r['accounts']:>9,}  end to end {r['end_to_end_seconds']:>7.1f} s (simulation "
+            f"excluded), peak RSS {r['peak_rss_mib']:.0f} MiB; floor {floor['seconds']:.1f} s, "
+            f"features/floor {floor['features_vs_floor']:.2f}× ({agree}); increment "
+            f"{r['increment']['seconds']:.1f} s = {r['increment']['share_of_full_run']:.0%} "
+            "of the full run"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--accounts", default="10000,100000", help="comma-separated sizes")
+    p.add_argument("--out", type=Path, default=ROOT / "data" / "bench")
+    p.add_argument("--memory-limit", default="4GiB", help="DuckDB's memory_limit, every stage")
+    args = p.parse_args()
+    sizes = [int(a) for a in args.accounts.split(",")]
+    results = []
+    for accounts in sizes:
+        results.append(bench_size(accounts, args.out / f"n{accounts}", args.memory_limit))
+        (args.out / "bench.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"results: {args.out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

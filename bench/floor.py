@@ -1,0 +1,110 @@
+"""The floor for the feature stage: `customer_features` as one DuckDB statement straight from the
+raw tables, with no intermediate table, no test and no orchestration in between.
+
+The statement is written out from dbt's own compiled SQL (``dbt compile``): every model on the
+path from the raw tables to ``customer_features`` becomes a CTE, in dependency order, so the
+floor computes exactly what the platform computes and the comparison measures the platform's
+overhead, not a different algorithm. Seeds and the two Python models (the calendar and the
+contracts' code values: reference data, no customer rows) are read from the warehouse as tables.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT = ROOT / "dbt_project"
+TARGET = "customer_features"
+FLOOR_TABLE = "bench.customer_features_floor"
+
+
+def compile_features(warehouse: Path, target_path: Path) -> dict:
+    """dbt's manifest with the compiled SQL of every model ``customer_features`` is built from."""
+    dbt = Path(sys.executable).parent / "dbt"
+    args = [str(dbt), "compile", "--quiet", "--select", f"+{TARGET}"]
+    args += ["--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT)]
+    args += ["--target-path", str(target_path)]
+    args += ["--vars", json.dumps({"warehouse_path": str(warehouse.resolve())})]
+    subprocess.run(args, check=True, cwd=DBT_PROJECT, stdout=subprocess.DEVNULL)
+    return json.loads((target_path / "manifest.json").read_text())
+
+
+def floor_sql(manifest: dict) -> str:
+    """One ``CREATE TABLE … AS WITH …`` computing ``customer_features`` from the raw tables."""
+    nodes = manifest["nodes"]
+    target = next(
+        uid for uid, n in nodes.items() if n["resource_type"] == "model" and n["name"] == TARGET
+    )
+    order: list[str] = []
+
+    def visit(uid: str) -> None:
+        node = nodes.get(uid)
+        if node is None or uid in order:
+            return  # a source: a raw table, read as it is
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            visit(parent)
+        if node["resource_type"] == "model" and node["language"] == "sql":
+            order.append(uid)
+
+    visit(target)
+    # Longest relation names first, so "…stg_a" never replaces the start of "…stg_a_b".
+    renames = sorted(((nodes[u]["relation_name"], nodes[u]["name"]) for u in order), reverse=True)
+    pattern = re.compile("|".join(re.escape(r) for r, _ in renames))
+    names = dict(renames)
+    ctes = []
+    for uid in order:
+        body = pattern.sub(lambda m: names[m.group(0)], nodes[uid]["compiled_code"])
+        ctes.append(f"{nodes[uid]['name']} as (\n{body.strip().rstrip(';')}\n)")
+    return (
+        f"create or replace table {FLOOR_TABLE} as\nwith\n"
+        + ",\n".join(ctes)
+        + f"\nselect * from {TARGET}"
+    )
+
+
+def run_floor(warehouse: Path, sql: str, memory_limit: str | None = None) -> None:
+    config = {"memory_limit": memory_limit} if memory_limit else {}
+    with duckdb.connect(str(warehouse), config=config) as con:
+        con.execute("create schema if not exists bench")
+        con.execute(sql)
+
+
+def disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str, keys: list[str]) -> dict:
+    """Rows only in one table, and per column the rows whose values differ (numbers to within
+    1e-9 relative: DuckDB sums doubles in parallel, in no fixed order)."""
+    columns = con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema || '.' || table_name = ? order by ordinal_position",
+        [a],
+    ).fetchall()
+    on = " and ".join(f"x.{k} = y.{k}" for k in keys)
+    counts = {
+        "only_in_first": con.execute(
+            f"select count(*) from {a} x anti join {b} y on {on}"
+        ).fetchone()[0],
+        "only_in_second": con.execute(
+            f"select count(*) from {b} y anti join {a} x on {on}"
+        ).fetchone()[0],
+    }
+    tests = []
+    for name, kind in columns:
+        if name in keys:
+            continue
+        if kind in ("DOUBLE", "FLOAT", "REAL") or kind.startswith("DECIMAL"):
+            test = (
+                f"(x.{name} is distinct from y.{name}) and not "
+                f"(abs(x.{name} - y.{name}) <= 1e-9 * greatest(1, abs(x.{name})))"
+            )
+        else:
+            test = f"x.{name} is distinct from y.{name}"
+        tests.append(f"count(*) filter (where {test}) as {name}")
+    row = con.execute(f"select {', '.join(tests)} from {a} x join {b} y on {on}").fetchone()
+    names = [n for n, _ in columns if n not in keys]
+    counts["columns"] = {n: v for n, v in zip(names, row, strict=True) if v}
+    return counts

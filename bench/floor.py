@@ -53,8 +53,16 @@ def floor_sql(manifest: dict) -> str:
             order.append(uid)
 
     visit(target)
-    # Longest relation names first, so "…stg_a" never replaces the start of "…stg_a_b".
-    renames = sorted(((nodes[u]["relation_name"], nodes[u]["name"]) for u in order), reverse=True)
+    # A model is referred to as "db"."schema"."name" or, in the default database, as
+    # "schema"."name"; longest first, so "…stg_a" never replaces the start of "…stg_a_b".
+    renames = sorted(
+        (
+            (form, nodes[u]["name"])
+            for u in order
+            for form in (nodes[u]["relation_name"], nodes[u]["relation_name"].split(".", 1)[1])
+        ),
+        key=lambda pair: -len(pair[0]),
+    )
     pattern = re.compile("|".join(re.escape(r) for r, _ in renames))
     names = dict(renames)
     ctes = []

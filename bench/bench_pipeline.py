@@ -31,12 +31,6 @@ from orchestration.partitions import marked_files  # noqa: E402
 PY = sys.executable
 MONTHS = 24
 END = 202511  # the 25th month, held back for the increment; the 24 before it end in 2025-10
-TARGETS = {
-    "end_to_end_seconds_100k": 600,
-    "peak_rss_gib_100k": 6,
-    "features_vs_floor": 1.5,
-    "increment_share": 0.20,
-}
 
 
 @dataclass
@@ -66,16 +60,6 @@ def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, fl
 def count(warehouse: Path, sql: str) -> int:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         return int(con.execute(sql).fetchone()[0] or 0)
-
-
-def table_rows(warehouse: Path, schemas: tuple[str, ...]) -> int:
-    listed = ", ".join(f"'{s}'" for s in schemas)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        tables = con.execute(
-            "select table_schema, table_name from information_schema.tables "
-            f"where table_type = 'BASE TABLE' and table_schema in ({listed})"
-        ).fetchall()
-        return sum(con.execute(f'select count(*) from {s}."{t}"').fetchone()[0] for s, t in tables)
 
 
 def hold_back(landing: Path, held: Path, period: str) -> int:

@@ -23,25 +23,23 @@ class PipelineOutcome:
     months: list[str]
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
 
-    @property
-    def failed_checks(self) -> list:
-        """Checks that failed at ERROR severity (the run's outcome)."""
+    def _failed(self, severity: dg.AssetCheckSeverity) -> list:
         return [
             c
             for r in self.results
             for c in check_evaluations(r)
-            if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+            if not c.passed and c.severity == severity
         ]
+
+    @property
+    def failed_checks(self) -> list:
+        """Checks that failed at ERROR severity (the run's outcome)."""
+        return self._failed(dg.AssetCheckSeverity.ERROR)
 
     @property
     def warnings(self) -> list:
         """Checks that failed at WARN severity, e.g. a month's file arriving late."""
-        return [
-            c
-            for r in self.results
-            for c in check_evaluations(r)
-            if not c.passed and c.severity == dg.AssetCheckSeverity.WARN
-        ]
+        return self._failed(dg.AssetCheckSeverity.WARN)
 
     @property
     def success(self) -> bool:

@@ -104,7 +104,10 @@ final as (
         bool_or(is_negative_step) as has_negative_step,
         bool_or(is_rollover) as has_rollover,
         bool_or(is_meter_change) as has_meter_change,
-        count(distinct meter_id) as n_meters
+        -- A meter's spans are disjoint, so each piece of a day is a different meter: count(*)
+        -- is the number of meters, without the cost of a distinct aggregate (a third of the
+        -- model's time at 10,000 accounts).
+        count(*) as n_meters
     from spread
     group by customer_id, energy_date
 )

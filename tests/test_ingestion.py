@@ -360,3 +360,41 @@ def test_defects_left_to_the_staging_layer_reach_raw_intact(ingested):
     assert all(v > 0 for v in found.values()), found
     assert found["z_and_offset"] == 2  # 'Z' and '+08:00' both arrive
     assert quarantined == 0  # only the injected bad values are quarantined
+
+
+def test_a_failure_before_the_ledger_row_leaves_no_rows_and_a_re_run_loads_once(
+    ingested, tmp_path, monkeypatch
+):
+    # The raw rows and the file's ledger row commit together: a crash between them must not
+    # leave rows that a re-run would load a second time.
+    from orchestration.ingest import loader
+    from orchestration.ingest.pii import attach_vault
+
+    root = tmp_path / "fail"
+    shutil.copytree(ingested.landing, root / "landing")
+    warehouse, vault = root / "w.duckdb", root / "v.duckdb"
+    contract = CONTRACTS["ami__daily_reading"]
+    real_record = loader._record
+
+    def failing_record(con, contract_, file, *, status, **kw):
+        if status == "loaded":
+            raise RuntimeError("killed while recording")
+        return real_record(con, contract_, file, status=status, **kw)
+
+    monkeypatch.setattr(loader, "_record", failing_record)
+    con = duckdb.connect(str(warehouse))
+    attach_vault(con, vault, PII_KEY)
+    with pytest.raises(RuntimeError, match="killed while recording"):
+        loader.ingest_extract(con, root / "landing", contract)
+    assert _scalar(con, f"SELECT count(*) FROM {contract.raw_table}") == 0
+    assert _scalar(con, "SELECT count(*) FROM ops.load_ledger WHERE status = 'loaded'") == 0
+    monkeypatch.setattr(loader, "_record", real_record)
+    outcome = loader.ingest_extract(con, root / "landing", contract)
+    rows = _scalar(con, f"SELECT count(*) FROM {contract.raw_table}")
+    keys = _scalar(
+        con, f"SELECT count(DISTINCT (_source_file, _row_number)) FROM {contract.raw_table}"
+    )
+    con.close()
+    assert rows == keys == outcome.rows_loaded > 0
+    with ingested.connect() as reference:
+        assert rows == _scalar(reference, f"SELECT count(*) FROM {contract.raw_table}")

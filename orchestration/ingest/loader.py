@@ -271,26 +271,31 @@ def _verify_and_load(
         )
     extra = [c for c in parsed.columns if c not in set(contract.column_names)]
     missing = [c for c in contract.column_names if c not in present]
+
+    def record_loaded(loaded: int, quarantined: int) -> None:
+        _record(
+            con,
+            contract,
+            file,
+            status="loaded",
+            marker=marker,
+            sha=sha,
+            rows_read=parsed.records,
+            loaded=loaded,
+            quarantined=quarantined,
+            reason=(f"extra column(s) {extra} kept in _extra" if extra else None),
+            extra=extra,
+            missing=missing,
+        )
+
     try:
-        loaded, quarantined = _load_records(con, contract, file, parsed, marker, extra)
+        loaded, quarantined = _load_records(
+            con, contract, file, parsed, marker, extra, record_loaded
+        )
     except duckdb.Error as exc:
         # Parquet metadata can be intact while a data page is damaged: that shows only on reading.
         what = "not a readable Parquet file" if parsed.parquet_path else "cannot be loaded"
         raise _Rejected(f"{what}: {exc}", marker, sha) from exc
-    _record(
-        con,
-        contract,
-        file,
-        status="loaded",
-        marker=marker,
-        sha=sha,
-        rows_read=parsed.records,
-        loaded=loaded,
-        quarantined=quarantined,
-        reason=(f"extra column(s) {extra} kept in _extra" if extra else None),
-        extra=extra,
-        missing=missing,
-    )
     loaded_by_sha[sha] = file.relative
     if extra:
         log(f"{file.relative}: extra column(s) {extra} tolerated and kept in _extra")
@@ -304,8 +309,10 @@ def _load_records(
     parsed: Parsed,
     marker: lz.Marker,
     extra: list[str],
+    record_loaded: Callable[[int, int], None],
 ) -> tuple[int, int]:
-    """Stage the records, check them, and write vault, raw and quarantine rows."""
+    """Stage the records, check them, and write vault, raw and quarantine rows; the file's
+    ledger row (``record_loaded(loaded, quarantined)``) commits with its raw rows."""
     if parsed.table is not None:
         con.register("_landing_arrow", parsed.table)
         source = "_landing_arrow"
@@ -356,20 +363,21 @@ def _load_records(
         else "CAST(NULL AS JSON)"
     )
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    # The raw rows, the quarantined ones and the ledger row commit together, so a file has raw
+    # rows exactly when the ledger says it is loaded: a re-run after a crash finds either both
+    # or neither, and nothing needs deleting (a DELETE by file scanned the whole raw table,
+    # once per file).
     con.execute("BEGIN TRANSACTION")
     try:
-        # Idempotent: a re-run after a crash replaces whatever an earlier attempt left.
-        con.execute(f"DELETE FROM {contract.raw_table} WHERE _source_file = ?", [file.relative])
-        con.execute("DELETE FROM ops.quarantine WHERE source_file = ?", [file.relative])
-        con.execute(
+        loaded = con.execute(
             f"""INSERT INTO {contract.raw_table} BY NAME
                 SELECT {", ".join(selects)}, {extra_json} AS _extra,
                        {literal(file.relative)} AS _source_file, {ROW_NUMBER} AS _row_number,
                        {literal(marker.period)} AS _period, ?::TIMESTAMP AS _loaded_at
                 FROM _staged WHERE len(_reasons) = 0""",
             [now],
-        )
-        con.execute(
+        ).fetchone()[0]
+        quarantined = con.execute(
             f"""INSERT INTO ops.quarantine
                 SELECT {literal(file.relative)}, {ROW_NUMBER}, NULL, {literal(contract.name)},
                        array_to_string(list_transform(_reasons, r -> split_part(r, ':', 1)), ', '),
@@ -377,7 +385,7 @@ def _load_records(
                        ?::TIMESTAMP
                 FROM _staged WHERE len(_reasons) > 0""",
             [now],
-        )
+        ).fetchone()[0]
         if parsed.bad:
             con.executemany(
                 "INSERT INTO ops.quarantine VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
@@ -394,12 +402,8 @@ def _load_records(
                     for b in parsed.bad
                 ],
             )
-        loaded = con.execute(
-            f"SELECT count(*) FROM {contract.raw_table} WHERE _source_file = ?", [file.relative]
-        ).fetchone()[0]
-        quarantined = con.execute(
-            "SELECT count(*) FROM ops.quarantine WHERE source_file = ?", [file.relative]
-        ).fetchone()[0]
+            quarantined += len(parsed.bad)
+        record_loaded(loaded, quarantined)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -3,8 +3,9 @@
 For each size: simulate 25 months and hold the last one back; run ingest → features → dbt → ML
 → publish on the 24 (each stage a child process: wall time, peak RSS of it and its children,
 warehouse size after it); run the feature floor (one DuckDB statement from the raw tables, see
-``bench/floor.py``) and check it agrees with the platform's table; then land the 25th month and
-run it as the platform does (the increment). Writes ``bench.json`` and prints a table.
+``bench/floor.py``) and the pandas baseline (``bench/pandas_features.py``) and check both agree
+with the platform's table; then land the 25th month and run it as the platform does (the
+increment). Writes ``bench.json`` and prints a table.
 
     .venv/bin/python bench/bench_pipeline.py --accounts 10000,100000
 """
@@ -24,8 +25,10 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import pandas_features  # noqa: E402
 from bench.floor import FLOOR_TABLE, compile_features, disagreements, floor_sql  # noqa: E402
 from data_contracts import load_contracts  # noqa: E402
+from orchestration.assets.warehouse import dbt_target_path  # noqa: E402
 from orchestration.partitions import marked_files  # noqa: E402
 
 PY = sys.executable
@@ -41,6 +44,9 @@ class Stage:
     peak_rss_mib: float
     warehouse_mib: float
     ok: bool
+    # dbt's own elapsed time inside a dbt stage (run_results.json); the rest is Dagster's
+    # start-up and bookkeeping (one event per model and month in its event log).
+    dbt_seconds: float | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -87,11 +93,31 @@ def land(held: Path, landing: Path) -> None:
                 shutil.copy2(path, target)
 
 
+def dbt_elapsed(warehouse: Path) -> float:
+    results = dbt_target_path("warehouse", warehouse) / "run_results.json"
+    return round(json.loads(results.read_text())["elapsed_time"], 1)
+
+
 def size_mib(*paths: Path) -> float:
     return sum(p.stat().st_size for p in paths if p.exists()) / 2**20
 
 
-def bench_size(accounts: int, root: Path, memory_limit: str) -> dict:
+def pandas_baseline(root: Path, env: dict[str, str], log: Path, feature_seconds: float) -> dict:
+    """The pandas baseline in a child process, timed like the stages, checked against the
+    platform's table."""
+    warehouse, out = root / "warehouse.duckdb", root / "pandas_features.parquet"
+    command = [PY, "bench/pandas_features.py", str(warehouse), str(out)]
+    seconds, rss, ok = timed(command, env, log)
+    result = {"seconds": round(seconds, 1), "peak_rss_mib": round(rss, 1), "ok": ok}
+    if ok:
+        result["disagreements"] = pandas_features.disagreements(warehouse, out)
+        result["features"] = pandas_features.FEATURES
+        # How many times faster the platform's whole feature stage is than pandas' six columns.
+        result["platform_speedup"] = round(seconds / feature_seconds, 2)
+    return result
+
+
+def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     landing, held, log = root / "landing", root / "held", root / "bench.log"
@@ -131,8 +157,8 @@ def bench_size(accounts: int, root: Path, memory_limit: str) -> dict:
     raw_rows = "select sum(rows_read) from ops.load_ledger"
     features = "select count(*) from marts.customer_features"
     stage("ingest", [PY, "bench/stage.py", "ingest"], raw_rows)
-    stage("features", [PY, "bench/stage.py", "features"], raw_rows)
-    stage("dbt", [PY, "bench/stage.py", "dbt"], raw_rows)
+    for name in ("features", "dbt"):
+        stage(name, [PY, "bench/stage.py", name], raw_rows).dbt_seconds = dbt_elapsed(warehouse)
     month = "(select max(as_of_month) from marts.customer_features)"
     stage("ml", [PY, "bench/stage.py", "ml"], f"{features} where as_of_month = {month}")
     stage("publish", [PY, "bench/stage.py", "publish"], "select count(*) from ml.risk_scores")
@@ -149,6 +175,10 @@ def bench_size(accounts: int, root: Path, memory_limit: str) -> dict:
             con, "marts.customer_features", FLOOR_TABLE, ["customer_id", "as_of_month"]
         )
     feature_stage = next(s for s in stages if s.name == "features")
+    if accounts <= pandas_max:
+        baseline = pandas_baseline(root, env, log, feature_stage.seconds)
+    else:
+        baseline = {"skipped": f"more than --pandas-max {pandas_max:,} accounts"}
 
     land(held, landing)
     increment = stage("increment", [PY, "bench/stage.py", "increment"], raw_rows)
@@ -168,7 +198,7 @@ def bench_size(accounts: int, root: Path, memory_limit: str) -> dict:
             "features_vs_floor": round(feature_stage.seconds / floor_seconds, 2),
             "disagreements": agreement,
         },
-        "pandas": None,  # not built yet: see the README's performance section
+        "pandas": baseline,
         "increment": {
             "files": held_files,
             "seconds": round(increment.seconds, 1),
@@ -189,7 +219,7 @@ run_floor(Path(sys.argv[1]), Path(sys.argv[2]).read_text(), sys.argv[3] or None)
 def table(results: list[dict]) -> str:
     lines = [
         f"{'accounts':>9}  {'stage':<10} {'seconds':>8} {'rows':>12} {'rows/s':>11} "
-        f"{'peak RSS':>9} {'warehouse':>10}"
+        f"{'peak RSS':>9} {'warehouse':>10}  of which dbt"
     ]
     for r in results:
         for s in r["stages"]:
@@ -197,6 +227,7 @@ def table(results: list[dict]) -> str:
                 f"{r['accounts']:>9,}  {s['name']:<10} {s['seconds']:>8.1f} {s['rows']:>12,} "
                 f"{s['rows_per_second']:>11,} {s['peak_rss_mib']:>6.0f} MiB "
                 f"{s['warehouse_mib']:>6.0f} MiB"
+                + (f"  {s['dbt_seconds']:>8.1f} s" if s.get("dbt_seconds") else "")
             )
         floor = r["floor"]
         agree = "agrees" if not any(floor["disagreements"].values()) else "DISAGREES"
@@ -207,6 +238,19 @@ def table(results: list[dict]) -> str:
             f"{r['increment']['seconds']:.1f} s = {r['increment']['share_of_full_run']:.0%} "
             "of the full run"
         )
+        pandas = r["pandas"]
+        if "skipped" in pandas:
+            lines.append(f"{r['accounts']:>9,}  pandas: skipped ({pandas['skipped']})")
+        elif not pandas["ok"]:
+            lines.append(f"{r['accounts']:>9,}  pandas: FAILED after {pandas['seconds']:.1f} s")
+        else:
+            agree = "agrees" if not pandas["disagreements"]["columns"] else "DISAGREES"
+            lines.append(
+                f"{r['accounts']:>9,}  pandas ({len(pandas['features'])} usage features) "
+                f"{pandas['seconds']:.1f} s, peak RSS {pandas['peak_rss_mib']:.0f} MiB ({agree} on "
+                f"{pandas['disagreements']['rows_compared']:,} customer-months); the platform's "
+                f"feature stage is {pandas['platform_speedup']:.2f}× faster"
+            )
     return "\n".join(lines)
 
 
@@ -215,11 +259,20 @@ def main() -> int:
     p.add_argument("--accounts", default="10000,100000", help="comma-separated sizes")
     p.add_argument("--out", type=Path, default=ROOT / "data" / "bench")
     p.add_argument("--memory-limit", default="4GiB", help="DuckDB's memory_limit, every stage")
+    p.add_argument(
+        "--pandas-max",
+        type=int,
+        default=10000,
+        help="largest size the pandas baseline runs at (it holds every reading in memory: "
+        "5.3 GiB at 10,000 accounts)",
+    )
     args = p.parse_args()
     sizes = [int(a) for a in args.accounts.split(",")]
     results = []
     for accounts in sizes:
-        results.append(bench_size(accounts, args.out / f"n{accounts}", args.memory_limit))
+        results.append(
+            bench_size(accounts, args.out / f"n{accounts}", args.memory_limit, args.pandas_max)
+        )
         (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"results: {args.out / 'bench.json'}")

@@ -28,7 +28,7 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests \
   -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
 
-.PHONY: demo run backfill test ui setup simulate lint format bench bench-simulator clean key docs freshness ml-report
+.PHONY: demo run backfill test ui setup simulate lint format bench bench-simulator clean key docs freshness ml-report rebuild
 
 ## setup: the venv with the pinned dependencies, and the dbt manifest the code location reads
 setup: $(STAMP) $(MANIFEST)
@@ -98,6 +98,11 @@ bench-simulator: setup
 ## ml-report: segments and risk scores against the simulator's truth on a larger drop
 ml-report: setup
 	$(PY) bench/ml_truth_report.py --accounts $${ML_ACCOUNTS:-20000} --months 24 --out data/ml-report
+
+## rebuild: every dbt model rebuilt whole (`dbt build --full-refresh`), e.g. after an upgrade
+## changes an incremental model's columns
+rebuild: setup
+	$(DBT) build --full-refresh $(DBT_ARGS)
 
 ## docs: dbt's documentation site (catalog from the warehouse) in dbt_project/target
 docs: setup

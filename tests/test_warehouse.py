@@ -886,3 +886,87 @@ def test_the_feature_floor_computes_the_same_features_as_the_platform(built, tmp
     assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}
     assert rows == built.sql("select count(*) as n from marts.customer_features")["n"][0] > 0
     assert set(broken["columns"]) == {"kwh_month"}
+
+
+def test_the_pandas_baseline_computes_the_same_usage_features(built, tmp_path):
+    # The benchmark's pandas baseline (bench/pandas_features.py) must agree with the platform on
+    # the features it computes — on a drop with meter changes, spikes, wraps, gaps and
+    # re-extracts — or its ratio means nothing.
+    import pandas as pd
+
+    from bench.pandas_features import FEATURES, disagreements, read_raw, usage_features
+
+    features = usage_features(read_raw(built.warehouse))
+    features.to_parquet(tmp_path / "pandas.parquet", index=False)
+    found = disagreements(built.warehouse, tmp_path / "pandas.parquet")
+    assert found["columns"] == {}
+    assert found["rows_compared"] > 1000
+    # One value changed is caught: agreement is not vacuous.
+    changed = features.copy()
+    first = changed["customer_id"] == changed["customer_id"].min()
+    changed.loc[first, "kwh_12m"] += 1
+    changed.to_parquet(tmp_path / "changed.parquet", index=False)
+    broken = disagreements(built.warehouse, tmp_path / "changed.parquet")
+    assert set(broken["columns"]) == {"kwh_12m"}
+    assert set(FEATURES) <= set(pd.read_parquet(tmp_path / "pandas.parquet").columns)
+
+
+def _dbt_run(warehouse: Path, target: Path, *args: str) -> None:
+    dbt = Path(sys.executable).parent / "dbt"
+    command = [str(dbt), "run", "--quiet", *args, "--project-dir", str(DBT_PROJECT_DIR)]
+    command += ["--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target)]
+    command += ["--vars", json.dumps({"warehouse_path": str(warehouse)})]
+    subprocess.run(command, check=True, cwd=DBT_PROJECT_DIR, stdout=subprocess.DEVNULL)
+
+
+def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built, tmp_path):
+    # A late re-extract of one month's curves (loaded after the last build, one point changed):
+    # the incremental run must rebuild that month, leave the others as they were, and end
+    # exactly where a full rebuild ends.
+    models = ["fct_hourly_load", "int_customer_month_load"]
+    tables = {"fct_hourly_load": "marts", "int_customer_month_load": "intermediate"}
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    with duckdb.connect(str(warehouse)) as con:
+        month = con.execute(
+            "select min(date_trunc('month', DATA_DATE))::date from raw.ami__load_curve"
+        ).fetchone()[0]
+        con.execute(
+            "create table before as select customer_id, load_month, source_loaded_at, peak_kw "
+            "from intermediate.int_customer_month_load"
+        )
+        changed = con.execute(
+            "update raw.ami__load_curve set _loaded_at = _loaded_at + interval 1 day, "
+            "P5 = P5 + 100 where date_trunc('month', DATA_DATE) = ? and P5 is not null",
+            [month],
+        ).fetchone()[0]
+    assert changed > 0
+    _dbt_run(warehouse, tmp_path / "target", "--select", *models)
+    full = tmp_path / "full.duckdb"
+    shutil.copy(warehouse, full)
+    _dbt_run(full, tmp_path / "target", "--full-refresh", "--select", *models)
+    from bench.floor import disagreements
+
+    keys = {"fct_hourly_load": ["customer_id", "load_date", "hour_of_day"]}
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"attach '{full}' as refreshed (read_only)")
+        con.execute("create schema rebuilt")
+        for name, schema in tables.items():
+            con.execute(f"create table rebuilt.{name} as select * from refreshed.{schema}.{name}")
+        con.execute("detach refreshed")
+        for name, schema in tables.items():
+            found = disagreements(
+                con,
+                f"{schema}.{name}",
+                f"rebuilt.{name}",
+                keys.get(name, ["customer_id", "load_month"]),
+            )
+            assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}, name
+        rebuilt = con.execute(
+            "select load_month, count(*) filter (where b.peak_kw <> a.peak_kw) "
+            "from before b join intermediate.int_customer_month_load a "
+            "using (customer_id, load_month) where b.source_loaded_at <> a.source_loaded_at "
+            "group by all"
+        ).fetchall()
+    assert [r[0] for r in rebuilt] == [month]
+    assert rebuilt[0][1] > 0  # the changed point reached the rebuilt month

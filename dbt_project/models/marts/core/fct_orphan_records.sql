@@ -5,8 +5,11 @@ with known as (
 ),
 
 records as (
+    -- The readings as int_meter_readings holds them (already de-duplicated: the staging view
+    -- would repeat that over every reading), without the values meter changes add.
     select 'ami.daily_reading' as source, customer_id, reading_date as record_date
-    from {{ ref('stg_ami__daily_readings') }}
+    from {{ ref('int_meter_readings') }}
+    where not is_from_meter_change
     union all
     select 'ami.load_curve', customer_id, reading_date from {{ ref('stg_ami__load_curves') }}
     union all

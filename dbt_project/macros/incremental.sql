@@ -1,0 +1,60 @@
+{#- The months an incremental model rebuilds, as a filter on `month_expr`: on a full build every
+    month; on an incremental one the months of the raw rows loaded since the model last saw its
+    source (its newest `source_loaded_at`). A rebuilt month is recomputed whole from every row
+    of that month, so a late re-extract of an old month is picked up like a new month. The
+    months are looked up first and written in as constants, so the filter reaches the raw
+    scan (as a subquery it stopped above the unpivot of every curve). -#}
+{% macro months_to_rebuild(raw_table, date_column, month_expr) -%}
+    {%- if is_incremental() -%}
+        {%- if execute and 'source_loaded_at' not in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
+            {{ exceptions.raise_compiler_error(
+                this ~ " was built by a version without incremental months (no source_loaded_at): "
+                ~ "rebuild it once with `make rebuild` (dbt build --full-refresh)") }}
+        {%- endif -%}
+        {%- set query -%}
+            select distinct strftime(date_trunc('month', {{ date_column }}), '%Y-%m-%d')
+            from {{ source('raw', raw_table) }}
+            where _loaded_at > (
+                select coalesce(max(source_loaded_at), '-infinity'::timestamp) from {{ this }}
+            )
+            order by 1
+        {%- endset -%}
+        {%- set months = run_query(query).columns[0].values() if execute else [] -%}
+        {%- if months | length == 0 -%}
+            false
+        {%- else -%}
+            {{ month_expr }} in ({% for m in months %}date '{{ m }}'{% if not loop.last %}, {% endif %}{% endfor %})
+        {%- endif -%}
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The 96 points of the curves in `relation` (staging's columns), one row per meter and
+    collected 15-minute interval. Unnested by position: UNPIVOT named each point by text, and
+    parsing that name back into a number cost more than the rest of the hourly load. A macro,
+    so fct_hourly_load can filter the curves before unnesting them (a filter on the view stops
+    above the unnest and every curve of every month is unnested). -#}
+{% macro curve_points(relation, where='true') -%}
+    select
+        customer_id,
+        meter_id,
+        reading_date,
+        point_number::integer as point_number,
+        reading_date + (point_number - 1) * interval 15 minute as interval_start_at,
+        kw,
+        loaded_at
+    from (
+        select
+            customer_id,
+            meter_id,
+            reading_date,
+            loaded_at,
+            unnest(range(1, 97)) as point_number,
+            unnest([{% for i in range(1, 97) %}p{{ i }}_kw{% if not loop.last %}, {% endif %}{% endfor %}]) as kw
+        from {{ relation }}
+        where {{ where }}
+    )
+    where kw is not null
+{%- endmacro %}

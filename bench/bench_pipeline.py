@@ -30,6 +30,7 @@ from bench.floor import FLOOR_TABLE, compile_features, disagreements, floor_sql 
 from data_contracts import load_contracts  # noqa: E402
 from orchestration.assets.warehouse import dbt_target_path  # noqa: E402
 from orchestration.partitions import marked_files  # noqa: E402
+from orchestration.settings import instance_env  # noqa: E402
 
 PY = sys.executable
 MONTHS = 24
@@ -120,20 +121,11 @@ def pandas_baseline(root: Path, env: dict[str, str], log: Path, feature_seconds:
 def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    landing, held, log = root / "landing", root / "held", root / "bench.log"
-    warehouse, vault = root / "warehouse.duckdb", root / "vault.duckdb"
-    (root / "dagster_home").mkdir()
-    env = {
-        **os.environ,
-        "LANDING_DIR": str(landing),
-        "WAREHOUSE_PATH": str(warehouse),
-        "PII_VAULT_PATH": str(vault),
-        "PUBLISH_DIR": str(root / "publish"),
-        "MODEL_DIR": str(root / "models"),
-        "DAGSTER_HOME": str(root / "dagster_home"),
-        "PII_KEY": os.environ.get("PII_KEY") or "0" * 64,
-        "DUCKDB_MEMORY_LIMIT": memory_limit,
-    }
+    instance = instance_env(root, os.environ.get("PII_KEY") or "0" * 64)
+    env = {**os.environ, **instance, "DUCKDB_MEMORY_LIMIT": memory_limit}
+    landing, warehouse = Path(env["LANDING_DIR"]), Path(env["WAREHOUSE_PATH"])
+    vault, held, log = Path(env["PII_VAULT_PATH"]), root / "held", root / "bench.log"
+    Path(env["DAGSTER_HOME"]).mkdir()
     stages: list[Stage] = []
 
     def stage(name: str, command: list[str], rows_sql: str | None = None) -> Stage:
@@ -268,6 +260,7 @@ def main() -> int:
     )
     args = p.parse_args()
     sizes = [int(a) for a in args.accounts.split(",")]
+    args.out = args.out.resolve()  # Dagster wants DAGSTER_HOME absolute; make passes data/bench
     results = []
     for accounts in sizes:
         results.append(

@@ -28,6 +28,7 @@ from orchestration.graphql import (  # noqa: E402
     wait_for_backfill,
 )
 from orchestration.partitions import MONTHS, landing_months  # noqa: E402
+from orchestration.settings import instance_env  # noqa: E402
 from simulator.cli import simulate  # noqa: E402
 from simulator.defects import DefectRates  # noqa: E402
 
@@ -39,21 +40,12 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--keep", type=Path, help="work here instead of a temporary folder")
     args = p.parse_args()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="finegrid-ui-backfill-"))
-    home = root / "dagster_home"
+    root = (args.keep or Path(tempfile.mkdtemp(prefix="finegrid-ui-backfill-"))).resolve()
+    env = instance_env(root, "0" * 64)
+    home, landing = Path(env["DAGSTER_HOME"]), Path(env["LANDING_DIR"])
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    landing = root / "landing"
     landing.mkdir(exist_ok=True)
-    env = {
-        "DAGSTER_HOME": str(home),
-        "LANDING_DIR": str(landing),
-        "WAREHOUSE_PATH": str(root / "warehouse.duckdb"),
-        "PII_VAULT_PATH": str(root / "vault.duckdb"),
-        "PUBLISH_DIR": str(root / "publish"),
-        "MODEL_DIR": str(root / "models"),
-        "PII_KEY": "0" * 64,
-    }
     with dagster_dev(env, root / "dagster.log") as (client, port):
         # The landing zone is empty until the automation is off, so only the backfill runs.
         print(f"dagster dev on :{port}; stopped {stop_automation(client)} sensors and schedules")

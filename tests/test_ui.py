@@ -12,6 +12,7 @@ import pytest
 
 from orchestration.graphql import backfill_runs, dagster_dev, launch_backfill, wait_for_backfill
 from orchestration.partitions import MONTHS
+from orchestration.settings import instance_env
 from tests.conftest import CHROMIUM_FLAGS, PII_KEY
 
 pytestmark = pytest.mark.slow
@@ -21,19 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
-    home = root / "dagster_home"
+    env = instance_env(root, PII_KEY)
+    home = Path(env["DAGSTER_HOME"])
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    (root / "landing").mkdir()  # empty: the landing sensor finds nothing to do
-    env = {
-        "DAGSTER_HOME": str(home),
-        "LANDING_DIR": str(root / "landing"),
-        "WAREHOUSE_PATH": str(root / "warehouse.duckdb"),
-        "PII_VAULT_PATH": str(root / "vault.duckdb"),
-        "PUBLISH_DIR": str(root / "publish"),
-        "MODEL_DIR": str(root / "models"),
-        "PII_KEY": PII_KEY,
-    }
+    Path(env["LANDING_DIR"]).mkdir()  # empty: the landing sensor finds nothing to do
     with dagster_dev(env, root / "dagster.log") as (client, port):
         with dg.DagsterInstance.from_config(str(home)) as instance:
             instance.add_dynamic_partitions(MONTHS.name, ["2025-09", "2025-10"])

@@ -134,6 +134,9 @@ def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) ->
         rows = count(warehouse, rows_sql) if rows_sql and warehouse.exists() else 0
         result = Stage(name, seconds, rows, rss, size_mib(warehouse, vault), ok)
         stages.append(result)
+        # Stage by stage as they finish, so a long size stopped part-way still has its figures.
+        progress = [asdict(s) | {"rows_per_second": round(s.rows_per_second)} for s in stages]
+        (root / "stages.json").write_text(json.dumps(progress, indent=2))
         if not ok:
             raise SystemExit(f"stage {name} failed at {accounts:,} accounts: see {log}")
         return result
@@ -150,7 +153,8 @@ def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) ->
     features = "select count(*) from marts.customer_features"
     stage("ingest", [PY, "bench/stage.py", "ingest"], raw_rows)
     for name in ("features", "dbt"):
-        stage(name, [PY, "bench/stage.py", name], raw_rows).dbt_seconds = dbt_elapsed(warehouse)
+        ran = stage(name, [PY, "bench/stage.py", name], raw_rows)
+        ran.dbt_seconds = dbt_elapsed(warehouse)
     month = "(select max(as_of_month) from marts.customer_features)"
     stage("ml", [PY, "bench/stage.py", "ml"], f"{features} where as_of_month = {month}")
     stage("publish", [PY, "bench/stage.py", "publish"], "select count(*) from ml.risk_scores")

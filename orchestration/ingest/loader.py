@@ -168,6 +168,11 @@ def ingest_extract(
     whose marker cannot be read belongs to no month: any run rejects it, with the reason."""
     ensure_ops(con)
     ensure_raw_table(con, contract)
+    # Each file commits on its own (durably, through the WAL). DuckDB's default 16 MB threshold
+    # checkpointed after nearly every small file of wide curves: 50 s for the 25 files of
+    # 10,000 accounts' curves, against 26 s with 256 MB (daily readings unchanged). A crash
+    # replays at most that much WAL on the next open.
+    con.execute("SET checkpoint_threshold = '256MB'")
     outcome = ExtractOutcome(contract.name)
     known = _ledger(con, contract)
     loaded_by_sha = {sha: path for path, (status, sha) in known.items() if status == "loaded"}

@@ -53,6 +53,9 @@ class Stage:
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
+    def record(self) -> dict:
+        return asdict(self) | {"rows_per_second": round(self.rows_per_second)}
+
 
 def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, bool]:
     """Wall seconds, peak RSS (MiB) of the process and the children it waited for, success."""
@@ -106,7 +109,7 @@ def size_mib(*paths: Path) -> float:
 def pandas_baseline(root: Path, env: dict[str, str], log: Path, feature_seconds: float) -> dict:
     """The pandas baseline in a child process, timed like the stages, checked against the
     platform's table."""
-    warehouse, out = root / "warehouse.duckdb", root / "pandas_features.parquet"
+    warehouse, out = Path(env["WAREHOUSE_PATH"]), root / "pandas_features.parquet"
     command = [PY, "bench/pandas_features.py", str(warehouse), str(out)]
     seconds, rss, ok = timed(command, env, log)
     result = {"seconds": round(seconds, 1), "peak_rss_mib": round(rss, 1), "ok": ok}
@@ -135,8 +138,7 @@ def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) ->
         result = Stage(name, seconds, rows, rss, size_mib(warehouse, vault), ok)
         stages.append(result)
         # Stage by stage as they finish, so a long size stopped part-way still has its figures.
-        progress = [asdict(s) | {"rows_per_second": round(s.rows_per_second)} for s in stages]
-        (root / "stages.json").write_text(json.dumps(progress, indent=2))
+        (root / "stages.json").write_text(json.dumps([s.record() for s in stages], indent=2))
         if not ok:
             raise SystemExit(f"stage {name} failed at {accounts:,} accounts: see {log}")
         return result
@@ -183,7 +185,7 @@ def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) ->
         "accounts": accounts,
         "months": MONTHS,
         "memory_limit": memory_limit,
-        "stages": [asdict(s) | {"rows_per_second": round(s.rows_per_second)} for s in stages],
+        "stages": [s.record() for s in stages],
         "end_to_end_seconds": round(end_to_end, 1),
         "peak_rss_mib": round(max(s.peak_rss_mib for s in pipeline), 1),
         "warehouse_mib": round(size_mib(warehouse), 1),

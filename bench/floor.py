@@ -13,25 +13,22 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 
-ROOT = Path(__file__).resolve().parents[1]
-DBT_PROJECT = ROOT / "dbt_project"
 TARGET = "customer_features"
 FLOOR_TABLE = "bench.customer_features_floor"
 
 
 def compile_features(warehouse: Path, target_path: Path) -> dict:
     """dbt's manifest with the compiled SQL of every model ``customer_features`` is built from."""
-    dbt = Path(sys.executable).parent / "dbt"
-    args = [str(dbt), "compile", "--quiet", "--select", f"+{TARGET}"]
-    args += ["--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT)]
-    args += ["--target-path", str(target_path)]
-    args += ["--vars", json.dumps({"warehouse_path": str(warehouse.resolve())})]
-    subprocess.run(args, check=True, cwd=DBT_PROJECT, stdout=subprocess.DEVNULL)
+    # Imported here: the timed floor process imports this module, and Dagster's import would
+    # count against the floor.
+    from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_command
+
+    command = dbt_command(warehouse, target_path, "compile", "--quiet", "--select", f"+{TARGET}")
+    subprocess.run(command, check=True, cwd=DBT_PROJECT_DIR, stdout=subprocess.DEVNULL)
     return json.loads((target_path / "manifest.json").read_text())
 
 
@@ -83,6 +80,15 @@ def run_floor(warehouse: Path, sql: str, memory_limit: str | None = None) -> Non
         con.execute(sql)
 
 
+def differing(column: str, numeric: bool = True) -> str:
+    """``count(…) as column``: rows of ``x`` and ``y`` whose ``column`` differs; numbers to within
+    1e-9 relative (DuckDB sums doubles in parallel, in no fixed order)."""
+    test = f"x.{column} is distinct from y.{column}"
+    if numeric:
+        test += f" and not (abs(x.{column} - y.{column}) <= 1e-9 * greatest(1, abs(x.{column})))"
+    return f"count(*) filter (where {test}) as {column}"
+
+
 def disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str, keys: list[str]) -> dict:
     """Rows only in one table, and per column the rows whose values differ (numbers to within
     1e-9 relative: DuckDB sums doubles in parallel, in no fixed order)."""
@@ -100,18 +106,11 @@ def disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str, keys: list[str
             f"select count(*) from {b} y anti join {a} x on {on}"
         ).fetchone()[0],
     }
-    tests = []
-    for name, kind in columns:
-        if name in keys:
-            continue
-        if kind in ("DOUBLE", "FLOAT", "REAL") or kind.startswith("DECIMAL"):
-            test = (
-                f"(x.{name} is distinct from y.{name}) and not "
-                f"(abs(x.{name} - y.{name}) <= 1e-9 * greatest(1, abs(x.{name})))"
-            )
-        else:
-            test = f"x.{name} is distinct from y.{name}"
-        tests.append(f"count(*) filter (where {test}) as {name}")
+    tests = [
+        differing(name, kind in ("DOUBLE", "FLOAT", "REAL") or kind.startswith("DECIMAL"))
+        for name, kind in columns
+        if name not in keys
+    ]
     row = con.execute(f"select {', '.join(tests)} from {a} x join {b} y on {on}").fetchone()
     names = [n for n, _ in columns if n not in keys]
     counts["columns"] = {n: v for n, v in zip(names, row, strict=True) if v}

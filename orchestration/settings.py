@@ -25,9 +25,12 @@ def instance_env(root: Path, pii_key: str) -> dict[str, str]:
     a UI try-out): each path setting and DAGSTER_HOME inside ``root``, absolute, as Dagster
     requires."""
     root = root.resolve()
-    paths = {name: str(root / Path(default).name) for name, default in DEFAULTS.items()}
     return {
-        **{name: path for name, path in paths.items() if name.endswith(("_DIR", "_PATH"))},
+        **{
+            name: str(root / Path(default).name)
+            for name, default in DEFAULTS.items()
+            if name.endswith(("_DIR", "_PATH"))
+        },
         "DAGSTER_HOME": str(root / "dagster_home"),
         "PII_KEY": pii_key,
     }

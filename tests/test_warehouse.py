@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from data_contracts import load_contracts
 from ml.config import load_config
 from ml.registry import load_artifact
 from ml.truth import risk_against_truth, segment_agreement
-from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_resource
+from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_command, dbt_resource
 from orchestration.definitions import build_definitions
 from orchestration.ingest.pii import attach_vault
 from orchestration.partitions import landing_months
@@ -343,24 +342,8 @@ def _dbt(built: Built, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     """dbt in its own process: in-process, dbt-duckdb keeps the warehouse open read-write and
     every later read-only connection of this process would be refused."""
     target = built.warehouse.parent / "dbt_target"
-    dbt = Path(sys.executable).parent / "dbt"
-    result = subprocess.run(
-        [
-            str(dbt),
-            *args,
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target),
-            "--vars",
-            json.dumps({"warehouse_path": str(built.warehouse)}),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = dbt_command(built.warehouse, target, *args)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     return result, target
 
 
@@ -911,20 +894,15 @@ def test_the_pandas_baseline_computes_the_same_usage_features(built, tmp_path):
     assert set(FEATURES) <= set(pd.read_parquet(tmp_path / "pandas.parquet").columns)
 
 
-def _dbt_run(warehouse: Path, target: Path, *args: str) -> None:
-    dbt = Path(sys.executable).parent / "dbt"
-    command = [str(dbt), "run", "--quiet", *args, "--project-dir", str(DBT_PROJECT_DIR)]
-    command += ["--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target)]
-    command += ["--vars", json.dumps({"warehouse_path": str(warehouse)})]
-    subprocess.run(command, check=True, cwd=DBT_PROJECT_DIR, stdout=subprocess.DEVNULL)
-
-
 def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built, tmp_path):
     # A late re-extract of one month's curves (loaded after the last build, one point changed):
     # the incremental run must rebuild that month, leave the others as they were, and end
     # exactly where a full rebuild ends.
-    models = ["fct_hourly_load", "int_customer_month_load"]
-    tables = {"fct_hourly_load": "marts", "int_customer_month_load": "intermediate"}
+    tables = {
+        "fct_hourly_load": ("marts", ["customer_id", "load_date", "hour_of_day"]),
+        "int_customer_month_load": ("intermediate", ["customer_id", "load_month"]),
+    }
+    models = list(tables)
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built.warehouse, warehouse)
     with duckdb.connect(str(warehouse)) as con:
@@ -941,26 +919,21 @@ def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built,
             [month],
         ).fetchone()[0]
     assert changed > 0
-    _dbt_run(warehouse, tmp_path / "target", "--select", *models)
+    run = ("run", "--quiet", "--select", *models)
+    subprocess.run(dbt_command(warehouse, tmp_path / "target", *run), check=True)
     full = tmp_path / "full.duckdb"
     shutil.copy(warehouse, full)
-    _dbt_run(full, tmp_path / "target", "--full-refresh", "--select", *models)
+    subprocess.run(dbt_command(full, tmp_path / "target", *run, "--full-refresh"), check=True)
     from bench.floor import disagreements
 
-    keys = {"fct_hourly_load": ["customer_id", "load_date", "hour_of_day"]}
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"attach '{full}' as refreshed (read_only)")
         con.execute("create schema rebuilt")
-        for name, schema in tables.items():
+        for name, (schema, _keys) in tables.items():
             con.execute(f"create table rebuilt.{name} as select * from refreshed.{schema}.{name}")
         con.execute("detach refreshed")
-        for name, schema in tables.items():
-            found = disagreements(
-                con,
-                f"{schema}.{name}",
-                f"rebuilt.{name}",
-                keys.get(name, ["customer_id", "load_month"]),
-            )
+        for name, (schema, keys) in tables.items():
+            found = disagreements(con, f"{schema}.{name}", f"rebuilt.{name}", keys)
             assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}, name
         rebuilt = con.execute(
             "select load_month, count(*) filter (where b.peak_kw <> a.peak_kw) "

@@ -50,10 +50,37 @@ def parse_project(target_dir: Path = DEFAULT_TARGET) -> Path:
     return target_dir / "manifest.json"
 
 
+def warehouse_vars(warehouse: Path) -> str:
+    """dbt's --vars naming the warehouse (absolute: dbt runs in its project dir)."""
+    return json.dumps({"warehouse_path": str(warehouse.resolve())})
+
+
 def dbt_build_args(settings: Settings) -> list[str]:
-    """`dbt build` against the configured warehouse (absolute: dbt runs in its project dir)."""
-    target = {"warehouse_path": str(settings.warehouse_path.resolve())}
-    return ["build", "--vars", json.dumps(target)]
+    """`dbt build` against the configured warehouse."""
+    return ["build", "--vars", warehouse_vars(settings.warehouse_path)]
+
+
+def dbt_executable() -> str:
+    # The dbt installed beside this Python, so an un-activated venv still finds it.
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
+
+
+def dbt_command(warehouse: Path, target_dir: Path, *args: str) -> list[str]:
+    """A dbt command line for a child process (benchmarks, tests) against ``warehouse``, with
+    its artifacts in ``target_dir``."""
+    return [
+        dbt_executable(),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_dir),
+        "--vars",
+        warehouse_vars(warehouse),
+    ]
 
 
 def dbt_target_path(invocation: str, warehouse: Path) -> Path:
@@ -117,10 +144,8 @@ def build_warehouse_assets(manifest: Path) -> list[dg.AssetsDefinition]:
 
 
 def dbt_resource() -> DbtCliResource:
-    # The dbt installed beside this Python, so an un-activated venv still finds it.
-    beside = Path(sys.executable).parent / "dbt"
     return DbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(DBT_PROJECT_DIR),
-        dbt_executable=str(beside) if beside.exists() else "dbt",
+        dbt_executable=dbt_executable(),
     )

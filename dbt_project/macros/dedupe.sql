@@ -1,14 +1,35 @@
 {#- Keep one row per business key of a raw table (the key comes from its data contract, via
     the generated macro business_key): the latest extract wins (file names sort by extraction date,
-    then re-extract number), and within one file the last row. -#}
+    then re-extract number), and within one file the last row.
+
+    Only a few keys are ever extracted twice, so only their rows go through the window; the
+    rest pass through an anti-join. Sorting every row instead took 42 s against 27 s for the
+    71 M daily readings of 100,000 accounts. Keys compare with `is not distinct from`, so a
+    null key is one key, as in the window's partition. -#}
 {% macro latest_per_key(table_name, key=none) -%}
     {%- set key = key or business_key(table_name) -%}
+    {%- set relation = source('raw', table_name) -%}
+    {%- set same_key -%}
+        {% for column in key %}{{ 'and ' if not loop.first }}extracted.{{ column }} is not distinct from repeated.{{ column }} {% endfor %}
+    {%- endset -%}
     select *
-    from {{ source('raw', table_name) }}
-    qualify row_number() over (
-        partition by {{ key | join(', ') }}
-        order by _source_file desc, _row_number desc
-    ) = 1
+    from (
+        with repeated as (
+            select {{ key | join(', ') }}
+            from {{ relation }}
+            group by all
+            having count(*) > 1
+        )
+        select extracted.* from {{ relation }} as extracted anti join repeated on {{ same_key }}
+        union all
+        select * from (
+            select extracted.* from {{ relation }} as extracted semi join repeated on {{ same_key }}
+        )
+        qualify row_number() over (
+            partition by {{ key | join(', ') }}
+            order by _source_file desc, _row_number desc
+        ) = 1
+    )
 {%- endmacro %}
 
 

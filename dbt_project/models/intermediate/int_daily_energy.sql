@@ -4,16 +4,8 @@
 -- a change day added up. Never negative: a drop that is not a wrap is flagged, not used.
 {% set rates = ['tip', 'peak', 'flat', 'valley'] %}
 
-with all_readings as (
-    select * from {{ ref('int_meter_readings') }}
-),
-
-readings as (
-    select * from all_readings where not is_spike
-),
-
-spikes as (
-    select customer_id, meter_id, reading_date from all_readings where is_spike
+with readings as (
+    select * from {{ ref('int_meter_readings') }} where not is_spike
 ),
 
 steps as (
@@ -28,7 +20,10 @@ steps as (
         {%- for r in rates %}
         register_{{ r }}_kwh - lag(register_{{ r }}_kwh) over by_meter as {{ r }}_step,
         {%- endfor %}
-        is_from_meter_change or lag(is_from_meter_change) over by_meter as is_meter_change
+        is_from_meter_change or lag(is_from_meter_change) over by_meter as is_meter_change,
+        -- Readings skipped since the previous one are spikes: this step bridges them. (An
+        -- EXISTS over the spikes instead was half of the model's time at 100,000 accounts.)
+        coalesce(reading_number - lag(reading_number) over by_meter > 1, false) as bridges_spike
     from readings
     window by_meter as (partition by customer_id, meter_id order by reading_date)
     qualify previous_date is not null
@@ -63,13 +58,7 @@ measured as (
         end as span_{{ r }}_kwh,
         {%- endfor %}
         is_meter_change,
-        exists (
-            select 1 from spikes
-            where spikes.customer_id = wrapped.customer_id
-              and spikes.meter_id = wrapped.meter_id
-              and spikes.reading_date > wrapped.previous_date
-              and spikes.reading_date < wrapped.reading_date
-        ) as bridges_spike
+        bridges_spike
     from wrapped
 ),
 

@@ -55,7 +55,8 @@ neighbours as (
     select
         *,
         lag(register_kwh) over by_meter as previous_kwh,
-        lead(register_kwh) over by_meter as next_kwh
+        lead(register_kwh) over by_meter as next_kwh,
+        row_number() over by_meter as reading_number
     from combined
     window by_meter as (partition by customer_id, meter_id order by reading_date)
 ),
@@ -72,7 +73,8 @@ final as (
             and next_kwh >= previous_kwh
             and (register_kwh > next_kwh or register_kwh < previous_kwh),
             false
-        ) as is_spike
+        ) as is_spike,
+        reading_number
     from neighbours
 )
 

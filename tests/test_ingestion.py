@@ -113,14 +113,23 @@ def test_bad_values_are_quarantined_with_file_row_column_and_reason(ingested):
     )
     with ingested.connect() as con:
         rows = con.execute(
-            "SELECT source_file, row_number, column_name, reason, raw_record FROM ops.quarantine"
+            "SELECT source_file, row_number, line, column_name, reason, raw_record "
+            "FROM ops.quarantine"
         ).fetchall()
     assert expected > 0
     # Bad values in files that were rejected whole are not row-quarantined.
     assert 0 < len(rows) <= expected
-    for source_file, row_number, column, reason, record in rows:
+    for source_file, row_number, line, column, reason, record in rows:
         assert source_file and row_number >= 1 and column and column in reason
         assert record.startswith("{")
+        # Text files name the line (a CSV record starts at least one line after its number,
+        # below the header; a JSON line is its record); Parquet has rows only.
+        if source_file.endswith(".csv"):
+            assert line > row_number
+        elif source_file.endswith(".jsonl"):
+            assert line == row_number
+        else:
+            assert line is None
 
 
 def test_source_quirks_are_loaded_not_quarantined(ingested):

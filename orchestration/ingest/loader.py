@@ -20,7 +20,7 @@ import duckdb
 from data_contracts import Contract
 from orchestration.ingest import landing as lz
 from orchestration.ingest.pii import derived_columns, redact_sql
-from orchestration.ingest.readers import ROW_NUMBER, Parsed, UnreadableFile, read_file
+from orchestration.ingest.readers import LINE, ROW_NUMBER, Parsed, UnreadableFile, read_file
 from orchestration.ingest.rowchecks import ident, literal, reasons_sql, typed_select
 
 LINEAGE = (
@@ -367,6 +367,7 @@ def _load_records(
         if extra
         else "CAST(NULL AS JSON)"
     )
+    line = LINE if parsed.table is not None else "NULL"  # Parquet has rows, not lines
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     # The raw rows, the quarantined ones and the ledger row commit together, so a file has raw
     # rows exactly when the ledger says it is loaded: a re-run after a crash finds either both
@@ -384,7 +385,7 @@ def _load_records(
         ).fetchone()[0]
         quarantined = con.execute(
             f"""INSERT INTO ops.quarantine
-                SELECT {literal(file.relative)}, {ROW_NUMBER}, NULL, {literal(contract.name)},
+                SELECT {literal(file.relative)}, {ROW_NUMBER}, {line}, {literal(contract.name)},
                        array_to_string(list_transform(_reasons, r -> split_part(r, ':', 1)), ', '),
                        array_to_string(_reasons, '; '), CAST(json_object({shown}) AS VARCHAR),
                        ?::TIMESTAMP

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 from data_contracts import Contract
 
 ROW_NUMBER = "_row_number"
+# Text formats: the line where each record starts, so a value check can name it.
+LINE = "_line"
 
 
 class UnreadableFile(ValueError):
@@ -37,7 +39,7 @@ class BadRecord:
 @dataclass
 class Parsed:
     columns: list[str]  # source column names, in file order
-    table: pa.Table | None = None  # text formats: strings, plus _row_number
+    table: pa.Table | None = None  # text formats: strings, plus _row_number and _line
     parquet_path: Path | None = None  # Parquet: read in place by DuckDB
     records: int = 0  # data records found, good and bad
     bad: list[BadRecord] = field(default_factory=list)
@@ -75,6 +77,7 @@ def read_csv(path: Path, contract: Contract) -> Parsed:
     width = len(header)
     values: list[list[str | None]] = [[] for _ in range(width)]
     row_numbers: list[int] = []
+    lines: list[int] = []
     bad: list[BadRecord] = []
     records = 0
     start_line = reader.line_num + 1
@@ -94,11 +97,13 @@ def read_csv(path: Path, contract: Contract) -> Parsed:
                 for i, v in enumerate(record):
                     values[i].append(None if v in nulls else v)
                 row_numbers.append(records)
+                lines.append(start_line)
             start_line = reader.line_num + 1
     except csv.Error as exc:
         raise UnreadableFile(f"line {reader.line_num}: {exc} (file truncated?)") from exc
     arrays = {h: pa.array(v, pa.string()) for h, v in zip(header, values, strict=True)}
     arrays[ROW_NUMBER] = pa.array(row_numbers, pa.int64())
+    arrays[LINE] = pa.array(lines, pa.int64())
     return Parsed(columns=header, table=pa.table(arrays), records=records, bad=bad)
 
 
@@ -141,6 +146,7 @@ def read_jsonl(path: Path, contract: Contract) -> Parsed:
 
     arrays = {c: pa.array([text_of(r.get(c)) for r in rows], pa.string()) for c in columns}
     arrays[ROW_NUMBER] = pa.array(row_numbers, pa.int64())
+    arrays[LINE] = pa.array(row_numbers, pa.int64())  # one record per line
     return Parsed(columns=columns, table=pa.table(arrays), records=len(lines), bad=bad)
 
 

@@ -154,11 +154,13 @@ def test_a_bad_campaign_fails_naming_file_campaign_and_field(tmp_path, change, w
 
 def test_a_bad_tag_fails_naming_the_tag(tmp_path):
     doc = yaml.safe_load((RULES_DIR / "tags.yaml").read_text("utf-8"))
-    doc["tags"][3]["when"][0]["field"] = "ADDR"
     path = tmp_path / "tags.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
-    with pytest.raises(ConfigError, match=r"tags\.yaml: tags/3 \(USG_WINTER_HEATING\)/when/0"):
-        load_tags(path)
+    # A personal-data column, then a field name carrying SQL: neither is a catalogued feature.
+    for field in ("ADDR", "kwh_12m); DROP TABLE publish.customer_tags; --"):
+        doc["tags"][3]["when"][0]["field"] = field
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+        with pytest.raises(ConfigError, match=r"tags\.yaml: tags/3 \(USG_WINTER_HEATING\)/when/0"):
+            load_tags(path)
     doc["tags"][3]["when"][0]["field"] = "kwh_12m"
     doc["tags"][4]["code"] = doc["tags"][3]["code"]
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
@@ -354,6 +356,26 @@ def test_rule_values_are_compared_as_literals_never_evaluated():
     campaign = _campaign(eligibility={"segments": ["x' OR '1'='1"]})
     result = select_targets(customers, campaign, RULES, MONTH, "r")
     assert result.targets["customer_id"].to_list() == ["c001"]
+
+
+def test_tag_values_are_compared_as_literals_never_evaluated():
+    library = {
+        "tags": [
+            {
+                "code": "ODD",
+                "when": [{"field": "segment_code", "op": "eq", "value": "x' OR '1'='1"}],
+                "value": "segment_code",
+            }
+        ]
+    }
+    customers = pl.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "as_of_month": [MONTH] * 2,
+            "segment_code": ["basic_need", "x' OR '1'='1"],
+        }
+    )
+    assert evaluate_tags(customers, library)["customer_id"].to_list() == ["b"]
 
 
 def test_account_managers_are_stable_spread_and_only_in_their_district():

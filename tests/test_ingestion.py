@@ -407,3 +407,35 @@ def test_a_failure_before_the_ledger_row_leaves_no_rows_and_a_re_run_loads_once(
     assert rows == keys == outcome.rows_loaded > 0
     with ingested.connect() as reference:
         assert rows == _scalar(reference, f"SELECT count(*) FROM {contract.raw_table}")
+
+
+def test_quarantined_free_text_is_masked_like_raw(tmp_path):
+    """A work order quarantined for a bad code, and a line that is not JSON, both carrying a
+    phone number in their text: the quarantine keeps them masked, as raw would."""
+    import hashlib
+    import json
+
+    from orchestration.ingest.loader import ingest_extract
+    from orchestration.ingest.pii import attach_vault
+
+    contract = CONTRACTS["crm__work_order"]
+    order = {
+        "order_no": "W1", "version": 1, "cons_no": "0000000001", "channel": "95598",
+        "order_type": "投诉", "sub_type": "x", "accept_time": "2025-09-05T10:00:00+08:00",
+        "status": "受理", "satisfaction": "极好", "content": "联系电话 138-1234-5678",
+    }  # fmt: skip
+    data = (json.dumps(order, ensure_ascii=False) + '\n{"order_no": "W2", 13987654321\n').encode()
+    folder = tmp_path / "landing" / contract.folder
+    folder.mkdir(parents=True)
+    path = folder / "work_order_20251001.jsonl"
+    path.write_bytes(data)
+    marker = {"rows": 2, "sha256": hashlib.sha256(data).hexdigest(), "period": "202509"}
+    Path(f"{path}.ok").write_text(json.dumps(marker))
+    con = duckdb.connect()
+    attach_vault(con, tmp_path / "vault.duckdb", PII_KEY)
+    outcome = ingest_extract(con, tmp_path / "landing", contract)
+    records = [r for (r,) in con.execute("SELECT raw_record FROM ops.quarantine").fetchall()]
+    con.close()
+    assert outcome.rows_quarantined == 2
+    assert all("[已脱敏]" in r for r in records), records
+    assert not any("1234" in r or "13987654321" in r for r in records), records

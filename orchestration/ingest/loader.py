@@ -19,7 +19,7 @@ import duckdb
 
 from data_contracts import Contract
 from orchestration.ingest import landing as lz
-from orchestration.ingest.pii import derived_columns, redact_sql
+from orchestration.ingest.pii import derived_columns, redact_sql, redact_text
 from orchestration.ingest.readers import LINE, ROW_NUMBER, Parsed, UnreadableFile, read_file
 from orchestration.ingest.rowchecks import ident, literal, reasons_sql, typed_select
 
@@ -334,16 +334,15 @@ def _load_records(
     }
     vaulted = [c.name for c in contract.columns if c.pii == "vault" and c.name in present]
     redacted = [c.name for c in contract.columns if c.pii == "redact" and c.name in present]
-    # The quarantine keeps the record as text, with personal values replaced by a marker.
-    shown = ", ".join(
-        f"{literal(c)}, "
-        + (
-            f"CASE WHEN {ident(c)} IS NULL THEN NULL ELSE '<pii:vault>' END"
-            if c in vaulted
-            else ident(c)
-        )
-        for c in parsed.columns
-    )
+
+    # The quarantine keeps the record as text: personal values replaced by a marker, free text
+    # masked as in raw.
+    def shown_value(c: str) -> str:
+        if c in vaulted:
+            return f"CASE WHEN {ident(c)} IS NULL THEN NULL ELSE '<pii:vault>' END"
+        return redact_sql(c) if c in redacted else ident(c)
+
+    shown = ", ".join(f"{literal(c)}, {shown_value(c)}" for c in parsed.columns)
     # The record as JSON text is built only for the few rows that fail a check.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _staged AS
@@ -402,7 +401,7 @@ def _load_records(
                         b.line,
                         contract.name,
                         b.reason,
-                        "<pii:vault>" if vaulted else b.raw,
+                        "<pii:vault>" if vaulted else redact_text(b.raw) if redacted else b.raw,
                         now,
                     ]
                     for b in parsed.bad

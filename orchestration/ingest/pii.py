@@ -9,6 +9,7 @@ numbers masked; the original goes to the vault.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -54,6 +55,12 @@ def derived_columns(columns: tuple[Column, ...]) -> list[tuple[str, str, str, st
             dtype, template = DERIVATIONS[d.rule]
             out.append((d.name, dtype, template.format(col=ident(col.name)), col.name))
     return out
+
+
+def redact_text(text: str) -> str:
+    """The same masking in Python, for text that never passes through SQL (a record that
+    could not be split into fields)."""
+    return re.sub(MOBILE_RE, REDACTED, re.sub(ID_RE, REDACTED, text))
 
 
 def redact_sql(col: str) -> str:

@@ -31,6 +31,7 @@ from orchestration.partitions import landing_months
 from orchestration.resources import FinegridResource
 from orchestration.runner import PipelineOutcome, check_evaluations, run_months
 from tests.conftest import CHROMIUM_FLAGS, PII_KEY, TEST_RATES, Drop, make_drop
+from tests.outputs import text_columns_matching
 
 pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -300,20 +301,7 @@ def test_no_personal_data_reaches_the_models_or_the_analyst_snapshot(built):
     assert len(secrets) > 100
     pattern = "|".join(re.escape(s) for s in sorted(secrets))
     snapshot = Path(built.resource.publish_dir) / "analytics.duckdb"
-    for db in (built.warehouse, snapshot):
-        with duckdb.connect(str(db), read_only=True) as con:
-            columns = con.execute(
-                """SELECT table_schema, table_name, column_name FROM information_schema.columns
-                   WHERE table_schema IN ('staging', 'intermediate', 'marts', 'ml', 'publish')
-                     AND data_type = 'VARCHAR'"""
-            ).fetchall()
-            assert len(columns) > 20
-            for schema, table, column in columns:
-                hits = con.execute(
-                    f'SELECT count(*) FROM {schema}."{table}" WHERE regexp_matches("{column}", ?)',
-                    [pattern],
-                ).fetchone()[0]
-                assert hits == 0, f"{db.name}: {schema}.{table}.{column}"
+    assert text_columns_matching([built.warehouse, snapshot], pattern) == []
 
 
 def test_the_readme_query_answers_last_summer_by_district(built):

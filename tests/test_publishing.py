@@ -550,3 +550,18 @@ def test_each_customer_gets_their_segments_plan_and_area_promise():
     assert out["c"]["account_manager_id"] == "m3"
     with pytest.raises(ValueError, match="without a service plan"):
         customer_plans(customers.with_columns(pl.lit("unknown").alias("segment_code")), plans)
+
+
+def test_a_snapshot_clears_the_copies_a_killed_run_left(tmp_path):
+    from orchestration.publish.snapshot import SNAPSHOT_NAME, write_snapshot
+
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE SCHEMA marts; CREATE TABLE marts.t AS SELECT 1 AS x")
+    publish = tmp_path / "publish"
+    publish.mkdir()
+    leftover = publish / f".{SNAPSHOT_NAME}.4242.tmp"  # a run killed while copying
+    leftover.write_bytes(b"half a database")
+    result = write_snapshot(warehouse, publish)
+    assert result.tables == {"marts.t": 1}
+    assert sorted(p.name for p in publish.iterdir()) == [SNAPSHOT_NAME]

@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
+from orchestration.publish.snapshot import clear_leftovers
+
 REPORT_NAME = "report.html"
 _COLOURS = ["#1f6f8b", "#e0a100", "#7b9e3e", "#c0392b", "#8e5ea2", "#5d6d7e", "#16a085"]
 
@@ -267,6 +269,7 @@ def write_report(con: duckdb.DuckDBPyConnection, publish_dir: Path, month: date)
     )
     publish_dir.mkdir(parents=True, exist_ok=True)
     path = publish_dir / REPORT_NAME
+    clear_leftovers(publish_dir, REPORT_NAME)
     tmp = publish_dir / f".{REPORT_NAME}.{os.getpid()}.tmp"
     tmp.write_text(page, "utf-8")
     os.replace(tmp, path)

@@ -36,14 +36,24 @@ def shared_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[st
     ).fetchall()
 
 
+def clear_leftovers(folder: Path, name: str) -> list[Path]:
+    """Remove the temporary copies of ``name`` that a killed run left in ``folder`` (a
+    snapshot's can be gigabytes). Writers run one at a time (the writers' pool), so no live
+    run owns one."""
+    leftovers = sorted(folder.glob(f".{name}.*.tmp"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def write_snapshot(warehouse: Path, publish_dir: Path, memory_limit: str = "-1") -> SnapshotResult:
     """Copy the shared schemas of ``warehouse`` into ``publish_dir/analytics.duckdb``, within
     DuckDB's ``memory_limit`` (the platform's DUCKDB_MEMORY_LIMIT; without it the copy of
     100,000 accounts' marts peaked at 14.5 GiB)."""
     publish_dir.mkdir(parents=True, exist_ok=True)
     final = publish_dir / SNAPSHOT_NAME
+    clear_leftovers(publish_dir, SNAPSHOT_NAME)
     tmp = publish_dir / f".{SNAPSHOT_NAME}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
     counts: dict[str, int] = {}
     # The new file is the connection's own database; the warehouse is only read.
     with duckdb.connect(str(tmp), config={"memory_limit": memory_limit}) as con:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,14 @@ class Instance:
         reader.join()
         return None if killed else code
 
+    def dbt_targets(self) -> list[Path]:
+        """dbt's folders for this warehouse, kept under the project's target/ between runs."""
+        return [dbt_target_path(name, self.warehouse) for name in DBT_INVOCATIONS]
+
+    def remove_dbt_targets(self) -> None:
+        for target in self.dbt_targets():
+            shutil.rmtree(target, ignore_errors=True)
+
     def ledger_problems(self) -> list[str]:
         """The ledger against raw, for the extracts ingestion has reached."""
         with duckdb.connect(str(self.warehouse), read_only=True) as con:
@@ -144,20 +153,23 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
     manifest_path()  # the code location needs it: `make setup` builds it
     root = tmp_path_factory.mktemp("reliability")
     drop = make_drop(root / "drop", accounts=400, months=16, seed=23, rates=TEST_RATES)
     instance = Instance(root / "reference")
     shutil.copytree(drop.landing, instance.env["LANDING_DIR"])
-    assert instance.run() == 0, instance.logs[-1].read_text("utf-8")[-3000:]
-    return Reference(
-        drop,
-        instance,
-        warehouse_tables(instance.warehouse),
-        published_files(instance.publish),
-        snapshot_counts(instance.publish / SNAPSHOT_NAME),
-    )
+    try:
+        assert instance.run() == 0, instance.logs[-1].read_text("utf-8")[-3000:]
+        yield Reference(
+            drop,
+            instance,
+            warehouse_tables(instance.warehouse),
+            published_files(instance.publish),
+            snapshot_counts(instance.publish / SNAPSHOT_NAME),
+        )
+    finally:
+        instance.remove_dbt_targets()
 
 
 def test_a_run_killed_in_ingestion_and_in_dbt_ends_equal_to_an_uninterrupted_run(
@@ -165,7 +177,13 @@ def test_a_run_killed_in_ingestion_and_in_dbt_ends_equal_to_an_uninterrupted_run
 ):
     crashed = Instance(tmp_path / "crashed")
     shutil.copytree(reference.drop.landing, crashed.env["LANDING_DIR"])
+    try:
+        _crash_and_recover(crashed, reference)
+    finally:
+        crashed.remove_dbt_targets()
 
+
+def _crash_and_recover(crashed: Instance, reference: Reference) -> None:
     # Killed a second into loading the daily readings: some files committed, the rest not.
     assert crashed.run(kill_on=r"raw__ami__daily_reading - STEP_START", delay=1.0) is None
     with duckdb.connect(str(crashed.warehouse), read_only=True) as con:
@@ -298,8 +316,7 @@ def trace_files(reference: Reference) -> dict[str, str]:
     texts = {str(p): _text(p) for p in instance.logs}
     home = Path(instance.env["DAGSTER_HOME"])
     texts |= {str(p): _text(p) for p in home.rglob("*") if p.is_file()}
-    for name in DBT_INVOCATIONS:
-        target = dbt_target_path(name, instance.warehouse)
+    for target in instance.dbt_targets():
         texts |= {str(p): _text(p) for p in target.rglob("*") if p.is_file()}
     texts |= {str(p): _published_text(p) for p in instance.publish.rglob("*") if p.is_file()}
     return texts

@@ -52,10 +52,8 @@ def published_files(publish_dir: Path) -> dict[str, pl.DataFrame | str | None]:
     out: dict[str, pl.DataFrame | str | None] = {}
     for path in sorted(p for p in publish_dir.rglob("*") if p.is_file()):
         name = path.relative_to(publish_dir).as_posix()
-        if path.suffix == ".csv":
-            out[name] = _stable(pl.read_csv(path, infer_schema=False))
-        elif path.suffix == ".parquet":
-            out[name] = _stable(pl.read_parquet(path))
+        if path.suffix in (".csv", ".parquet"):
+            out[name] = _stable(read_target_list(path))
         elif path.suffix == ".txt":
             out[name] = path.read_text("utf-8")
         else:
@@ -63,9 +61,18 @@ def published_files(publish_dir: Path) -> dict[str, pl.DataFrame | str | None]:
     return out
 
 
+def read_target_list(path: Path) -> pl.DataFrame:
+    """A published target list, CSV (as text) or Parquet."""
+    return pl.read_csv(path, infer_schema=False) if path.suffix == ".csv" else pl.read_parquet(path)
+
+
+def english_name(column: str) -> str:
+    """Published CSV headers are bilingual ("批次 run_id"): the English name is the last word."""
+    return column.split(" ")[-1]
+
+
 def _stable(frame: pl.DataFrame) -> pl.DataFrame:
-    # Published CSV headers are bilingual ("批次 run_id"): the English name is the last word.
-    frame = frame.drop([c for c in frame.columns if c.split(" ")[-1] in VOLATILE])
+    frame = frame.drop([c for c in frame.columns if english_name(c) in VOLATILE])
     exact = [c for c, t in frame.schema.items() if not t.is_float()]
     return frame.sort(exact + [c for c in frame.columns if c not in exact])
 

@@ -7,10 +7,7 @@ rows repeated (duplicate keys); columns dropped or added; records of the wrong w
 cut short or given invalid sequences; the marker honest, wrong, or missing.
 """
 
-import csv
-import hashlib
 import io
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,7 @@ from orchestration.ingest.pii import attach_vault
 from orchestration.ingest.readers import read_file
 from orchestration.ingest.reconcile import ledger_problems
 from tests.conftest import PII_KEY
+from tests.landing import marker, put, text_file
 
 CONTRACTS = load_contracts()
 SAMPLE_ROWS = 12
@@ -142,18 +140,8 @@ def _broken_rows(header: list[str], rows: list[dict], b: Breakage) -> tuple[list
 
 
 def _serialise(contract: Contract, header: list[str], records: list[list]) -> bytes:
-    if contract.file_format == "csv":
-        buf = io.StringIO(newline="")
-        writer = csv.writer(buf, delimiter=contract.delimiter or ",", lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows([["" if v is None else str(v) for v in rec] for rec in records])
-        # A GBK producer cannot write emoji: what it cannot encode becomes '?'.
-        return buf.getvalue().encode(contract.encoding or "utf-8", errors="replace")
-    if contract.file_format == "jsonl":
-        lines = [
-            json.dumps(dict(zip(header, rec, strict=False)), ensure_ascii=False) for rec in records
-        ]
-        return "".join(line + "\n" for line in lines).encode("utf-8")
+    if contract.file_format != "parquet":
+        return text_file(contract, header, records)
     columns = {h: [r[i] if i < len(r) else None for r in records] for i, h in enumerate(header)}
     buf = io.BytesIO()
     pl.DataFrame([_column(h, v) for h, v in columns.items()]).write_parquet(buf)
@@ -178,19 +166,10 @@ def _damage(data: bytes, b: Breakage) -> bytes:
 
 
 def _write(landing: Path, contract: Contract, data: bytes, rows: int, b: Breakage) -> str:
-    folder = landing / contract.folder
-    folder.mkdir(parents=True)
-    path = folder / f"{contract.extract}_20251103.{contract.extension}"
-    path.write_bytes(data)
-    sha = hashlib.sha256(data).hexdigest()
-    marker = {
-        "rows": rows + (3 if b.marker == "wrong_rows" else 0),
-        "sha256": hashlib.sha256(data + b"!").hexdigest() if b.marker == "wrong_sha" else sha,
-        "extracted_at": "2025-11-03T02:00:00+08:00",
-        "period": "202510",
-    }
-    if b.marker != "missing":
-        Path(f"{path}.ok").write_text(json.dumps(marker), "utf-8")
+    mark = marker(data, rows + (3 if b.marker == "wrong_rows" else 0), "202510", "20251103")
+    if b.marker == "wrong_sha":
+        mark["sha256"] = marker(data + b"!", rows, "202510", "20251103")["sha256"]
+    path = put(landing, contract, "20251103", data, None if b.marker == "missing" else mark)
     return path.relative_to(landing).as_posix()
 
 

@@ -6,10 +6,7 @@ a bill for August corrected, a payment reversed and paid again, and a repair who
 arrived late. Account 0000000002 is the control: one meter, one bill, nothing odd.
 """
 
-import csv
-import hashlib
 import io
-import json
 import shutil
 import subprocess
 from datetime import date, datetime
@@ -23,6 +20,7 @@ import pytest
 from data_contracts import Contract, load_contracts
 from orchestration.assets.warehouse import dbt_command
 from tests.conftest import ingest_all
+from tests.landing import marker, put, text_file
 
 pytestmark = pytest.mark.slow
 CONTRACTS = load_contracts()
@@ -114,32 +112,18 @@ POLARS_TYPES = {"VARCHAR": pl.String, "DATE": pl.Date, "DOUBLE": pl.Float64,
 
 def _data(contract: Contract, rows: list[dict]) -> bytes:
     """The rows in the extract's format, as source-extracts.md describes it."""
-    names = contract.column_names
     if contract.file_format == "parquet":
         schema = {c.name: POLARS_TYPES[c.physical_type] for c in contract.columns}
         buf = io.BytesIO()
         pl.DataFrame(rows, schema=schema).write_parquet(buf)
         return buf.getvalue()
-    if contract.file_format == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    buf = io.StringIO(newline="")
-    writer = csv.writer(buf, delimiter=contract.delimiter, lineterminator="\r\n")
-    writer.writerow(names)
-    writer.writerows([[r[n] for n in names] for r in rows])
-    return buf.getvalue().encode(contract.encoding)
+    names = list(contract.column_names)
+    return text_file(contract, names, [[r[n] for n in names] for r in rows])
 
 
 def _drop(landing: Path, name: str, day: str, period: str, rows: list[dict]) -> None:
-    contract = CONTRACTS[name]
-    folder = landing / contract.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{contract.extract}_{day}.{contract.extension}"
-    data = _data(contract, rows)
-    path.write_bytes(data)
-    extracted_at = f"{day[:4]}-{day[4:6]}-{day[6:]}T02:00:00+08:00"
-    marker = {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(),
-              "extracted_at": extracted_at, "period": period}  # fmt: skip
-    Path(f"{path}.ok").write_text(json.dumps(marker), "utf-8")
+    data = _data(CONTRACTS[name], rows)
+    put(landing, CONTRACTS[name], day, data, marker(data, len(rows), period, day))
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from orchestration.ingest import landing as lz
 from orchestration.ingest.readers import UnreadableFile, read_csv
 from orchestration.ingest.reconcile import ledger_problems, unaccounted_files
 from tests.conftest import PII_KEY, ingest_all
+from tests.landing import marker, put
 
 CONTRACTS = load_contracts()
 
@@ -412,7 +413,6 @@ def test_a_failure_before_the_ledger_row_leaves_no_rows_and_a_re_run_loads_once(
 def test_quarantined_free_text_is_masked_like_raw(tmp_path):
     """A work order quarantined for a bad code, and a line that is not JSON, both carrying a
     phone number in their text: the quarantine keeps them masked, as raw would."""
-    import hashlib
     import json
 
     from orchestration.ingest.loader import ingest_extract
@@ -425,12 +425,7 @@ def test_quarantined_free_text_is_masked_like_raw(tmp_path):
         "status": "受理", "satisfaction": "极好", "content": "联系电话 138-1234-5678",
     }  # fmt: skip
     data = (json.dumps(order, ensure_ascii=False) + '\n{"order_no": "W2", 13987654321\n').encode()
-    folder = tmp_path / "landing" / contract.folder
-    folder.mkdir(parents=True)
-    path = folder / "work_order_20251001.jsonl"
-    path.write_bytes(data)
-    marker = {"rows": 2, "sha256": hashlib.sha256(data).hexdigest(), "period": "202509"}
-    Path(f"{path}.ok").write_text(json.dumps(marker))
+    put(tmp_path / "landing", contract, "20251001", data, marker(data, 2, "202509", "20251001"))
     con = duckdb.connect()
     attach_vault(con, tmp_path / "vault.duckdb", PII_KEY)
     outcome = ingest_extract(con, tmp_path / "landing", contract)

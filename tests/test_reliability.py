@@ -36,7 +36,9 @@ from orchestration.settings import instance_env
 from tests.conftest import PII_KEY, TEST_RATES, Drop, make_drop
 from tests.outputs import (
     differences,
+    english_name,
     published_files,
+    read_target_list,
     text_columns_matching,
     warehouse_tables,
 )
@@ -298,13 +300,10 @@ def _published_text(path: Path) -> str:
     """A published file's text without the contact columns, which carry what the channel
     needs in clear by design (audited in ops.contact_audit)."""
     if path.suffix in (".csv", ".parquet"):
-        frame = (
-            pl.read_csv(path, infer_schema=False)
-            if path.suffix == ".csv"
-            else pl.read_parquet(path)
-        )
-        frame = frame.drop([c for c in frame.columns if c.split(" ")[-1].startswith("contact_")])
-        return frame.write_csv()
+        frame = read_target_list(path)
+        return frame.drop(
+            [c for c in frame.columns if english_name(c).startswith("contact_")]
+        ).write_csv()
     return "" if path.name == SNAPSHOT_NAME else path.read_text("utf-8")
 
 

@@ -31,6 +31,7 @@ from ml.registry import save_artifact
 from ml.risk import NotEnoughHistory
 from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
 from orchestration.partitions import MONTHS, key_month
+from orchestration.publish.files import replaced
 from orchestration.publish.frames import table_exists
 from orchestration.resources import FinegridResource
 
@@ -382,16 +383,14 @@ def _previous_segments(con: duckdb.DuckDBPyConnection, month: date) -> pl.DataFr
 
 
 def _write_rules(publish_dir: Path, month: date, rules: str, mapping: dict) -> Path:
-    publish_dir.mkdir(parents=True, exist_ok=True)
     path = publish_dir / f"segment_rules_{month:%Y%m}.txt"
     header = (
         f"Segment rules for {month:%Y-%m} (segment mapping {mapping['version']}): a decision "
         "tree that reproduces the segments; each line is one leaf.\n"
         "客户分群规则：复现分群结果的决策树，每行一个叶节点。\n\n"
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + rules + "\n", "utf-8")
-    tmp.replace(path)
+    with replaced(path) as tmp:
+        tmp.write_text(header + rules + "\n", "utf-8")
     return path
 
 

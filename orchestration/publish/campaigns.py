@@ -7,7 +7,6 @@ kept (the funnel), so a short list can be explained.
 
 from __future__ import annotations
 
-import os
 import zlib
 from dataclasses import dataclass, field
 from datetime import date
@@ -16,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from ml.mapping import ReasonFormatter, condition
+from orchestration.publish.files import replaced
 
 # The columns of a target list (publish.campaign_targets) with the Chinese headers the CSV files
 # carry for service staff.
@@ -142,15 +142,12 @@ def write_target_files(
 ) -> tuple[Path, Path]:
     """``<folder>/<code>_<YYYYMM>.csv`` (UTF-8 with a BOM, Chinese headers, for Excel) and
     ``.parquet`` (English names), each written beside and moved into place whole."""
-    folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"{code}_{month:%Y%m}"
     labels = {**TARGET_LABELS, **contact_labels}
     paths = (stem.with_suffix(".csv"), stem.with_suffix(".parquet"))
-    tmp_csv, tmp_parquet = (p.with_name(f".{p.name}.tmp") for p in paths)
-    targets.rename({c: f"{labels[c]} {c}" for c in targets.columns}).write_csv(
-        tmp_csv, include_bom=True
-    )
-    targets.write_parquet(tmp_parquet)
-    os.replace(tmp_csv, paths[0])
-    os.replace(tmp_parquet, paths[1])
+    with replaced(paths[0]) as tmp_csv, replaced(paths[1]) as tmp_parquet:
+        targets.rename({c: f"{labels[c]} {c}" for c in targets.columns}).write_csv(
+            tmp_csv, include_bom=True
+        )
+        targets.write_parquet(tmp_parquet)
     return paths

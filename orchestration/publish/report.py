@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import io
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
-from orchestration.publish.snapshot import clear_leftovers
+from orchestration.publish.files import replaced
 
 REPORT_NAME = "report.html"
 _COLOURS = ["#1f6f8b", "#e0a100", "#7b9e3e", "#c0392b", "#8e5ea2", "#5d6d7e", "#16a085"]
@@ -267,10 +266,7 @@ def write_report(con: duckdb.DuckDBPyConnection, publish_dir: Path, month: date)
         f'<p class="meta">{customers:,} segmented customers · generated {generated}</p>'
         f"{body}</body></html>"
     )
-    publish_dir.mkdir(parents=True, exist_ok=True)
     path = publish_dir / REPORT_NAME
-    clear_leftovers(publish_dir, REPORT_NAME)
-    tmp = publish_dir / f".{REPORT_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(page, "utf-8")
-    os.replace(tmp, path)
+    with replaced(path) as tmp:
+        tmp.write_text(page, "utf-8")
     return ReportResult(path, len(sections), f"{month:%Y-%m}")

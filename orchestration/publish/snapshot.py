@@ -13,6 +13,8 @@ from pathlib import Path
 
 import duckdb
 
+from orchestration.publish.files import replaced
+
 # Schemas analysts may see. raw, ops and staging keep lineage, quarantined records and free
 # text, so they stay in the warehouse.
 SHARED_SCHEMAS = ("marts", "ml", "publish")
@@ -36,41 +38,28 @@ def shared_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[st
     ).fetchall()
 
 
-def clear_leftovers(folder: Path, name: str) -> list[Path]:
-    """Remove the temporary copies of ``name`` that a killed run left in ``folder`` (a
-    snapshot's can be gigabytes). Writers run one at a time (the writers' pool), so no live
-    run owns one."""
-    leftovers = sorted(folder.glob(f".{name}.*.tmp"))
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    return leftovers
-
-
 def write_snapshot(warehouse: Path, publish_dir: Path, memory_limit: str = "-1") -> SnapshotResult:
     """Copy the shared schemas of ``warehouse`` into ``publish_dir/analytics.duckdb``, within
     DuckDB's ``memory_limit`` (the platform's DUCKDB_MEMORY_LIMIT; without it the copy of
     100,000 accounts' marts peaked at 14.5 GiB)."""
-    publish_dir.mkdir(parents=True, exist_ok=True)
     final = publish_dir / SNAPSHOT_NAME
-    clear_leftovers(publish_dir, SNAPSHOT_NAME)
-    tmp = publish_dir / f".{SNAPSHOT_NAME}.{os.getpid()}.tmp"
     counts: dict[str, int] = {}
-    # The new file is the connection's own database; the warehouse is only read.
-    with duckdb.connect(str(tmp), config={"memory_limit": memory_limit}) as con:
-        con.execute(f"ATTACH '{warehouse}' AS warehouse (READ_ONLY)")
-        for schema, table in shared_tables(con, "warehouse"):
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            con.execute(
-                f'CREATE TABLE "{schema}"."{table}" AS SELECT * FROM warehouse."{schema}"."{table}"'
-            )
-            counts[f"{schema}.{table}"] = con.execute(
-                f'SELECT count(*) FROM "{schema}"."{table}"'
-            ).fetchone()[0]
-        con.execute("DETACH warehouse")
-        con.execute("CHECKPOINT")
-    if not counts:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"{warehouse} has no tables in {SHARED_SCHEMAS}: nothing to share")
-    os.chmod(tmp, 0o444)  # read-only for everyone: analysts read, the pipeline replaces
-    os.replace(tmp, final)
+    with replaced(final) as tmp:
+        # The new file is the connection's own database; the warehouse is only read.
+        with duckdb.connect(str(tmp), config={"memory_limit": memory_limit}) as con:
+            con.execute(f"ATTACH '{warehouse}' AS warehouse (READ_ONLY)")
+            for schema, table in shared_tables(con, "warehouse"):
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                con.execute(
+                    f'CREATE TABLE "{schema}"."{table}" AS '
+                    f'SELECT * FROM warehouse."{schema}"."{table}"'
+                )
+                counts[f"{schema}.{table}"] = con.execute(
+                    f'SELECT count(*) FROM "{schema}"."{table}"'
+                ).fetchone()[0]
+            con.execute("DETACH warehouse")
+            con.execute("CHECKPOINT")
+        if not counts:
+            raise RuntimeError(f"{warehouse} has no tables in {SHARED_SCHEMAS}: nothing to share")
+        os.chmod(tmp, 0o444)  # read-only for everyone: analysts read, the pipeline replaces
     return SnapshotResult(final, counts, final.stat().st_size)

@@ -98,7 +98,7 @@ def land(held: Path, landing: Path) -> None:
 
 
 def dbt_elapsed(warehouse: Path) -> float:
-    results = dbt_target_path("warehouse", warehouse) / "run_results.json"
+    results = dbt_target_path(warehouse) / "run_results.json"
     return round(json.loads(results.read_text())["elapsed_time"], 1)
 
 

@@ -20,10 +20,10 @@ sys.path.insert(0, str(ROOT))
 
 from data_contracts import load_contracts  # noqa: E402
 from orchestration.graphql import (  # noqa: E402
+    all_assets,
     backfill_runs,
     dagster_dev,
     launch_backfill,
-    partitioned_assets,
     stop_automation,
     wait_for_backfill,
 )
@@ -53,7 +53,7 @@ def main() -> int:
         months = landing_months(landing, load_contracts().values())
         with dg.DagsterInstance.from_config(str(home)) as instance:
             instance.add_dynamic_partitions(MONTHS.name, months)
-        assets = partitioned_assets(client)
+        assets = all_assets(client)
         started = time.perf_counter()
         backfill = launch_backfill(client, assets, months)
         status = wait_for_backfill(client, backfill, args.timeout)

@@ -196,12 +196,7 @@ def build_landing_sensor(raw: list[dg.AssetKey]) -> dg.SensorDefinition:
 
 def downstream_keys(defs_assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetKey]:
     """Every asset after ingestion: the warehouse, the models and publishing."""
-    return sorted(
-        k
-        for a in defs_assets
-        for k in a.keys
-        if k.path[0] != "raw" and a.partitions_def is not None
-    )
+    return sorted(k for a in defs_assets for k in a.keys if k.path[0] != "raw")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ query { repositoriesOrError { ... on RepositoryConnection { nodes {
 _STOP_SENSOR = "mutation($id: String) { stopSensor(id: $id) { __typename } }"
 _STOP_SCHEDULE = "mutation($id: String) { stopRunningSchedule(id: $id) { __typename } }"
 
-_PARTITIONED = "query { assetNodes { assetKey { path } isPartitioned } }"
+_ASSETS = "query { assetNodes { assetKey { path } } }"
 
 _LAUNCH = """
 mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
@@ -117,10 +117,11 @@ def stop_automation(client: DagsterGraphQLClient) -> int:
     return stopped
 
 
-def partitioned_assets(client: DagsterGraphQLClient) -> list[list[str]]:
-    """Every partitioned asset's key path: what *Materialize all* selects."""
-    nodes = client._execute(_PARTITIONED)["assetNodes"]
-    return [n["assetKey"]["path"] for n in nodes if n["isPartitioned"]]
+def all_assets(client: DagsterGraphQLClient) -> list[list[str]]:
+    """Every asset's key path: what *Materialize all* selects. The unpartitioned warehouse
+    models build once, after every month of ingestion the backfill asks for."""
+    nodes = client._execute(_ASSETS)["assetNodes"]
+    return [n["assetKey"]["path"] for n in nodes]
 
 
 def launch_backfill(

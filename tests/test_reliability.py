@@ -45,7 +45,6 @@ from tests.outputs import (
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-DBT_INVOCATIONS = ("warehouse", "publish_marts")  # the dbt assets, one target folder each
 
 
 @dataclass
@@ -102,13 +101,12 @@ class Instance:
         reader.join()
         return None if killed else code
 
-    def dbt_targets(self) -> list[Path]:
-        """dbt's folders for this warehouse, kept under the project's target/ between runs."""
-        return [dbt_target_path(name, self.warehouse) for name in DBT_INVOCATIONS]
+    def dbt_target(self) -> Path:
+        """dbt's folder for this warehouse, kept under the project's target/ between runs."""
+        return dbt_target_path(self.warehouse)
 
-    def remove_dbt_targets(self) -> None:
-        for target in self.dbt_targets():
-            shutil.rmtree(target, ignore_errors=True)
+    def remove_dbt_target(self) -> None:
+        shutil.rmtree(self.dbt_target(), ignore_errors=True)
 
     def ledger_problems(self) -> list[str]:
         """The ledger against raw, for the extracts ingestion has reached."""
@@ -171,7 +169,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
             snapshot_counts(instance.publish / SNAPSHOT_NAME),
         )
     finally:
-        instance.remove_dbt_targets()
+        instance.remove_dbt_target()
 
 
 def test_a_run_killed_in_ingestion_and_in_dbt_ends_equal_to_an_uninterrupted_run(
@@ -182,7 +180,7 @@ def test_a_run_killed_in_ingestion_and_in_dbt_ends_equal_to_an_uninterrupted_run
     try:
         _crash_and_recover(crashed, reference)
     finally:
-        crashed.remove_dbt_targets()
+        crashed.remove_dbt_target()
 
 
 def _crash_and_recover(crashed: Instance, reference: Reference) -> None:
@@ -315,8 +313,7 @@ def trace_files(reference: Reference) -> dict[str, str]:
     texts = {str(p): _text(p) for p in instance.logs}
     home = Path(instance.env["DAGSTER_HOME"])
     texts |= {str(p): _text(p) for p in home.rglob("*") if p.is_file()}
-    for target in instance.dbt_targets():
-        texts |= {str(p): _text(p) for p in target.rglob("*") if p.is_file()}
+    texts |= {str(p): _text(p) for p in instance.dbt_target().rglob("*") if p.is_file()}
     texts |= {str(p): _published_text(p) for p in instance.publish.rglob("*") if p.is_file()}
     return texts
 

@@ -422,7 +422,6 @@ def test_an_error_severity_failure_blocks_what_is_downstream(built, tmp_path):
             "dbt": dbt_resource(),
         },
         instance=built.instance,
-        partition_key=built.latest,
         raise_on_error=False,
     )
     assert not result.success

@@ -19,9 +19,9 @@ RETRY = dg.RetryPolicy(
     max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-# Ingestion and dbt take any number of months in one run (a backfill of a whole drop is one
-# dbt build); the models, the publish marts and publishing run month by month, each month its
-# own as-of month.
+# Ingestion takes any number of months in one run (the warehouse, unpartitioned, is then one dbt
+# build for a whole drop); the models, the publish marts and publishing run month by month, each
+# month its own as-of month.
 ONE_RUN = dg.BackfillPolicy.single_run()
 RUN_PER_MONTH = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 

@@ -71,7 +71,7 @@ backfill: setup key
 ## test: set up, then the whole suite (three workers on two cores: the end-to-end files spend
 ## much of their time waiting on dbt, the Dagster daemon and Chromium, one file per worker)
 test: setup
-	$(PY) -m pytest -q -n 3 --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 ## ui: the Dagster UI on http://127.0.0.1:3000
 ui: setup key

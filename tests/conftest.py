@@ -81,6 +81,13 @@ TEST_RATES = DefectRates().with_overrides(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The end-to-end modules (marked slow) first. `make test` hands whole modules to the next
+    # free worker in collection order (`--dist loadfile --no-loadscope-reorder`); xdist's own
+    # order (most tests first) started them last, and the longest finished alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def drop(tmp_path_factory: pytest.TempPathFactory) -> Drop:
     return make_drop(tmp_path_factory.mktemp("drop"), rates=TEST_RATES)

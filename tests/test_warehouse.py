@@ -81,7 +81,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Itera
     )
     defs = build_definitions(dbt_manifest, finegrid=resource)
     months = landing_months(landing, load_contracts().values())
-    with dg.instance_for_test() as instance:
+    # In memory: nothing here reads Dagster's history back, and the SQLite event log of a
+    # temporary instance wrote its ~600 events one by one at ~40 ms each.
+    with dg.DagsterInstance.ephemeral() as instance:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("PII_KEY", PII_KEY)
             # Every month ingested and built in one run; the models and publishing for the last

@@ -118,8 +118,9 @@ def stop_automation(client: DagsterGraphQLClient) -> int:
 
 
 def all_assets(client: DagsterGraphQLClient) -> list[list[str]]:
-    """Every asset's key path: what *Materialize all* selects. The unpartitioned warehouse
-    models build once, after every month of ingestion the backfill asks for."""
+    """Every asset's key path: what *Materialize all* selects. The backfill daemon builds the
+    unpartitioned warehouse models in several runs, as their parents complete (a known
+    regression: see the README's *Partitions*)."""
     nodes = client._execute(_ASSETS)["assetNodes"]
     return [n["assetKey"]["path"] for n in nodes]
 

@@ -19,8 +19,8 @@ RETRY = dg.RetryPolicy(
     max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-# Ingestion takes any number of months in one run (the warehouse, unpartitioned, is then one dbt
-# build for a whole drop); the models, the publish marts and publishing run month by month, each
+# Ingestion takes any number of months in one run (the warehouse is unpartitioned: every dbt build
+# takes every month); the models, the publish marts and publishing run month by month, each
 # month its own as-of month.
 ONE_RUN = dg.BackfillPolicy.single_run()
 RUN_PER_MONTH = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)

@@ -135,7 +135,7 @@ def build_warehouse_assets(manifest: Path) -> list[dg.AssetsDefinition]:
     """Two dbt invocations. The warehouse (staging → marts) is not partitioned: every build
     takes every month there is (whole tables, or the months loaded since the last build for the
     incremental ones), so it is one asset per model, built once however many months a run or a
-    backfill ingests. Partitioned by month it recorded an event per model and month (28 models
+    backfill ingests. Partitioned by month it recorded an event per model and month (36 models
     × 24 months), written one by one to Dagster's event log: a third of a run's time at 400
     accounts. The publish marts (KPI, SLA) read a month's models' outputs, so they stay in each
     month's run of the models and publishing, and a backfill runs a month's chain as one run."""

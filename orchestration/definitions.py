@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_contracts import load_contracts
-from orchestration.assets.ingestion import ingestion_assets
+from orchestration.assets.ingestion import build_ledger_asset, ingestion_assets
 from orchestration.assets.models import model_assets
 from orchestration.assets.publishing import publishing_assets
 from orchestration.assets.warehouse import build_warehouse_assets, dbt_resource, manifest_path
@@ -37,7 +37,8 @@ def build_definitions(
 ) -> dg.Definitions:
     raw_assets = ingestion_assets()
     warehouse = build_warehouse_assets(manifest or manifest_path())
-    assets = [*raw_assets, *warehouse, *model_assets(), *publishing_assets()]
+    ledger = build_ledger_asset(list(load_contracts().values()))
+    assets = [*raw_assets, ledger, *warehouse, *model_assets(), *publishing_assets()]
     raw = [k for a in raw_assets for k in a.keys]
     downstream = downstream_keys(assets)
     freshness = build_freshness_checks(load_contracts().values())

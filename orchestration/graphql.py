@@ -118,9 +118,8 @@ def stop_automation(client: DagsterGraphQLClient) -> int:
 
 
 def all_assets(client: DagsterGraphQLClient) -> list[list[str]]:
-    """Every asset's key path: what *Materialize all* selects. The backfill daemon builds the
-    unpartitioned warehouse models in several runs, as their parents complete (a known
-    regression: see the README's *Partitions*)."""
+    """Every asset's key path: what *Materialize all* selects. With their months, the UI sends
+    them as partition names, as ``launch_backfill`` does."""
     nodes = client._execute(_ASSETS)["assetNodes"]
     return [n["assetKey"]["path"] for n in nodes]
 

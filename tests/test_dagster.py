@@ -5,6 +5,7 @@ import dagster as dg
 import pytest
 
 from data_contracts import load_contracts
+from orchestration.assets.ingestion import LEDGER_KEY
 from orchestration.assets.warehouse import dbt_resource, manifest_path
 from orchestration.definitions import build_definitions
 from orchestration.partitions import MONTHS, landing_months
@@ -32,6 +33,42 @@ def test_one_asset_and_two_checks_per_extract(defs):
         c for c in defs.resolve_asset_graph().asset_check_keys if c.asset_key.path[0] == "raw"
     ]
     assert len(checks) == 33  # two ledger checks and the freshness check per extract
+
+
+def test_a_backfill_by_month_reaches_everything_and_builds_the_warehouse_once(defs):
+    """The graph's shape that a UI backfill of everything by month relies on.
+
+    - The ledger depends on every ingestion asset and shares their partitions and backfill
+      policy, so it runs with them.
+    - Every warehouse asset with no parent in the warehouse (seeds, models reading raw tables)
+      depends on it: the unpartitioned warehouse becomes ready at one tick and builds in one run.
+    - Dagster targets a partition-name backfill's assets through partitioned assets only, so
+      every partitioned asset after ingestion has a partitioned parent."""
+    graph = defs.resolve_asset_graph()
+    raw = set(_raw_keys(defs))
+    ledger = graph.get(LEDGER_KEY)
+    assert set(ledger.parent_keys) == raw
+    for key in raw:
+        assert graph.get(key).partitions_def == ledger.partitions_def
+        assert graph.get(key).backfill_policy == ledger.backfill_policy
+    layers = ("staging", "intermediate", "marts")
+    warehouse = [graph.get(k) for k in graph.get_all_asset_keys() if k.path[0] in layers]
+    starts = [n for n in warehouse if not {p.path[0] for p in n.parent_keys} & set(layers)]
+    readers = [n for n in warehouse if raw & set(n.parent_keys)]
+    assert len(starts) >= 12 and len(readers) >= 11
+    for node in [*starts, *readers]:
+        assert LEDGER_KEY in node.parent_keys, node.key
+    for node in warehouse:
+        assert node.partitions_def is None and node.backfill_policy is None, node.key
+    later = [
+        graph.get(k)
+        for k in graph.get_all_asset_keys()
+        if k.path[0] not in ("raw", *layers) and k != LEDGER_KEY
+    ]
+    assert len(later) >= 10
+    for node in later:
+        assert node.partitions_def is not None, node.key
+        assert any(graph.get(p).partitions_def for p in node.parent_keys), node.key
 
 
 def test_importing_the_code_location_reads_no_manifest(monkeypatch):
@@ -71,7 +108,7 @@ def test_the_whole_ingestion_materialises_and_its_checks_pass(defs, drop, tmp_pa
         instance.add_dynamic_partitions(MONTHS.name, months)
         result = dg.materialize(
             [*defs.assets, *defs.asset_checks],
-            selection=_raw_keys(defs),
+            selection=[*_raw_keys(defs), LEDGER_KEY],
             resources={"finegrid": resource, "dbt": dbt_resource()},
             instance=instance,
             tags={RANGE_START: months[0], RANGE_END: months[-1]},
@@ -84,9 +121,13 @@ def test_the_whole_ingestion_materialises_and_its_checks_pass(defs, drop, tmp_pa
         for e in result.all_events
         if e.event_type_value == "ASSET_MATERIALIZATION"
     }
+    ledger = materialised.pop(LEDGER_KEY.to_user_string())
     assert materialised["raw/ami__daily_reading"]["rows_loaded"].value > 5_000
     # Each of the six whole-file defects hits at least one file of the drop.
     assert sum(m["files_rejected"].value for m in materialised.values()) >= 6
+    # The ledger's totals are the sum of every extract's.
+    for field in ("files_loaded", "files_rejected", "files_duplicate", "rows_loaded"):
+        assert ledger[field].value == sum(m[field].value for m in materialised.values()), field
 
 
 def test_a_missing_key_fails_with_a_clear_message(defs, drop, tmp_path, monkeypatch):

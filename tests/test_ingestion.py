@@ -7,8 +7,9 @@ import pytest
 
 from data_contracts import load_contracts
 from orchestration.ingest import landing as lz
+from orchestration.ingest.loader import ensure_ops
 from orchestration.ingest.readers import UnreadableFile, read_csv
-from orchestration.ingest.reconcile import ledger_problems, unaccounted_files
+from orchestration.ingest.reconcile import ledger_problems, ledger_summary, unaccounted_files
 from tests.conftest import PII_KEY, ingest_all
 from tests.landing import marker, put
 
@@ -434,3 +435,36 @@ def test_quarantined_free_text_is_masked_like_raw(tmp_path):
     assert outcome.rows_quarantined == 2
     assert all("[已脱敏]" in r for r in records), records
     assert not any("1234" in r or "13987654321" in r for r in records), records
+
+
+def test_the_ledger_summary_counts_a_months_files_and_names_the_extracts_it_lacks():
+    con = duckdb.connect()
+    ensure_ops(con)
+    names = list(CONTRACTS)
+    rows = [(f"{n}/202501.csv", n, "202501", "loaded", 10, 1) for n in names]
+    rows += [(f"{n}/202502.csv", n, "202502", "loaded", 5, 0) for n in names[2:]]
+    # In the ledger but not loaded: the month still lacks these two.
+    rows += [(f"{names[0]}/202502.csv", names[0], "202502", "rejected", 0, 0)]
+    rows += [(f"{names[1]}/202502.csv", names[1], "202502", "pending", 0, 0)]
+    # Another month's file and one whose marker names no month: not counted.
+    rows += [(f"{names[1]}/202503.csv", names[1], "202503", "loaded", 7, 0)]
+    rows += [(f"{names[1]}/x.csv", names[1], None, "pending", 0, 0)]
+    for f, name, period, status, loaded, quarantined in rows:
+        system, extract = name.split("__", 1)
+        con.execute(
+            "INSERT INTO ops.load_ledger (source_file, system, extract, period, status, "
+            "rows_loaded, rows_quarantined) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [f, system, extract, period, status, loaded, quarantined],
+        )
+    summary = ledger_summary(con, list(CONTRACTS.values()), ["202501", "202502"])
+    assert summary["files"] == {
+        "loaded": 2 * len(names) - 2,
+        "duplicate": 0,
+        "rejected": 1,
+        "pending": 1,
+    }
+    assert summary["rows_loaded"] == 10 * len(names) + 5 * (len(names) - 2)
+    assert summary["rows_quarantined"] == len(names)
+    assert summary["missing"] == {"202502": names[:2]}
+    # A month nothing has arrived for lacks every extract.
+    assert ledger_summary(con, list(CONTRACTS.values()), ["202504"])["missing"] == {"202504": names}

@@ -1,12 +1,14 @@
 """One ingestion asset per source extract, built from its data contract, with its checks."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
 from orchestration.assets.policies import ONE_RUN, RETRY, WRITER_POOL, pii_key
-from orchestration.ingest.loader import ingest_extract
+from orchestration.ingest.loader import ensure_ops, ingest_extract
 from orchestration.ingest.pii import attach_vault
-from orchestration.ingest.reconcile import ledger_problems, unaccounted_files
+from orchestration.ingest.reconcile import ledger_problems, ledger_summary, unaccounted_files
 from orchestration.partitions import MONTHS, key_period
 from orchestration.resources import FinegridResource
 
@@ -113,6 +115,55 @@ def build_ingestion_asset(contract: Contract) -> dg.AssetsDefinition:
         )
 
     return _ingest
+
+
+LEDGER_KEY = dg.AssetKey(["ops", "load_ledger"])
+
+
+def build_ledger_asset(contracts: Sequence[Contract]) -> dg.AssetsDefinition:
+    """Each month as ingested, across extracts: what the warehouse and the month's models are
+    built from.
+
+    It shapes a backfill of everything from the UI. The dbt seeds, models without refs and
+    every model reading a raw table depend on it, and it on every ingestion asset, in their
+    run: the unpartitioned warehouse becomes ready at one tick, once the whole ingestion is
+    done, and builds in one run. Without it, the backfill daemon launched a dbt run for the
+    seeds at once and others as raw tables finished, and dbt's tests between models of
+    different runs failed on tables not built yet. The models' first assets depend on the
+    month's ledger too: a backfill by month reaches them only through partitioned assets."""
+
+    @dg.asset(
+        key=LEDGER_KEY,
+        deps=[raw_key(c) for c in contracts],
+        group_name="raw_ledger",
+        kinds={"duckdb"},
+        description="`ops.load_ledger` for the month, across extracts: every landed file's fate "
+        "(loaded, duplicate, rejected, pending), rows loaded and quarantined, and the extracts "
+        "with no loaded file. The warehouse builds after it, in one run.",
+        partitions_def=MONTHS,
+        backfill_policy=ONE_RUN,
+        pool=WRITER_POOL,
+        retry_policy=RETRY,
+    )
+    def _ledger(context: dg.AssetExecutionContext, finegrid: FinegridResource):
+        periods = [key_period(k) for k in context.partition_keys]
+        with finegrid.connect() as con:
+            ensure_ops(con)  # materialised on its own before any ingestion: an empty ledger
+            summary = ledger_summary(con, contracts, periods)
+        missing = [f"{m}: {', '.join(names)}" for m, names in summary["missing"].items()]
+        for line in missing:
+            context.log.warning(f"no loaded file for {line}")
+        return dg.MaterializeResult(
+            metadata={
+                "months": ", ".join(sorted(context.partition_keys)),
+                **{f"files_{status}": n for status, n in summary["files"].items()},
+                "rows_loaded": summary["rows_loaded"],
+                "rows_quarantined": summary["rows_quarantined"],
+                "missing_extracts": _listing(missing, limit=None),
+            }
+        )
+
+    return _ledger
 
 
 def ingestion_assets() -> list[dg.AssetsDefinition]:

@@ -29,6 +29,7 @@ from ml.pipeline import (
 )
 from ml.registry import save_artifact
 from ml.risk import NotEnoughHistory
+from orchestration.assets.ingestion import LEDGER_KEY
 from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
 from orchestration.partitions import MONTHS, key_month
 from orchestration.publish.files import replaced
@@ -163,7 +164,7 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
 
 @dg.asset(
     key=RISK,
-    deps=[FEATURES],
+    deps=[FEATURES, LEDGER_KEY],
     group_name="ml",
     kinds={"scikit-learn", "duckdb"},
     description="Calibrated 3-month payment-risk probability, credit grade (A–E) and top reasons "
@@ -252,7 +253,7 @@ def risk_scores(
         ),
         dg.AssetSpec(
             PROFILES,
-            deps=[FEATURES],
+            deps=[FEATURES, LEDGER_KEY],
             group_name="ml",
             kinds={"duckdb"},
             description="Each cluster's centre in original units, size and share "

@@ -17,6 +17,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from packaging import version
 
+from orchestration.assets.ingestion import LEDGER_KEY
 from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
 from orchestration.partitions import MONTHS
 from orchestration.resources import FinegridResource
@@ -98,7 +99,10 @@ def dbt_target_path(warehouse: Path) -> Path:
 
 class WarehouseTranslator(DagsterDbtTranslator):
     """Models keyed and grouped by their schema (staging/…, marts/…); sources stay raw/<table>,
-    the keys of the ingestion assets, so lineage runs from the landing zone to the marts."""
+    the keys of the ingestion assets, so lineage runs from the landing zone to the marts. The
+    seeds, models without refs and every model reading a raw table also depend on the ledger
+    (``ops/load_ledger``), which joins every ingestion asset: a backfill then builds the
+    warehouse once, after all its ingestion, in one dbt run (see ``build_ledger_asset``)."""
 
     def get_asset_spec(
         self, manifest: Mapping[str, Any], unique_id: str, project: Any = None
@@ -108,9 +112,15 @@ class WarehouseTranslator(DagsterDbtTranslator):
         if props["resource_type"] not in ("model", "seed", "snapshot"):
             return spec
         layer = props["schema"] if props["schema"] in LAYERS else "staging"
+        reads_raw = any(d.asset_key.path[0] == "raw" for d in spec.deps)
+        # Seeds and models without refs start the warehouse too: with them its run is whole.
+        waits = reads_raw or not spec.deps
         return spec.replace_attributes(
             key=dg.AssetKey([layer, props["name"]]), group_name=layer
-        ).merge_attributes(kinds={"dbt", "duckdb"} - set(spec.kinds))
+        ).merge_attributes(
+            kinds={"dbt", "duckdb"} - set(spec.kinds),
+            deps=[LEDGER_KEY] if waits else [],
+        )
 
 
 def _dbt_build_assets(manifest: Path, name: str, **options: Any) -> dg.AssetsDefinition:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 
 from data_contracts import Contract
 from orchestration.ingest import landing as lz
+from orchestration.ingest.loader import STATUSES
 
 
 def ledger_problems(con: duckdb.DuckDBPyConnection, contract: Contract) -> list[str]:
@@ -60,3 +62,37 @@ def unaccounted_files(
     ]
     marked += lz.rejected_files(landing, contract)
     return sorted(f for f in set(marked) if f not in settled)
+
+
+def ledger_summary(
+    con: duckdb.DuckDBPyConnection, contracts: Sequence[Contract], periods: Sequence[str]
+) -> dict:
+    """The months ``periods`` ('202510', …) as ingested, across extracts: files by status, rows
+    loaded and quarantined, and the extracts each month has no loaded file of (in contract
+    order)."""
+    where = "period IN (SELECT unnest(?::VARCHAR[]))"
+    by_status = dict(
+        con.execute(
+            f"SELECT status, count(*) FROM ops.load_ledger WHERE {where} GROUP BY 1",
+            [list(periods)],
+        ).fetchall()
+    )
+    loaded, quarantined = con.execute(
+        "SELECT coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
+        f"FROM ops.load_ledger WHERE status = 'loaded' AND {where}",
+        [list(periods)],
+    ).fetchone()
+    present = set(
+        con.execute(
+            "SELECT DISTINCT period, system || '__' || extract FROM ops.load_ledger "
+            f"WHERE status = 'loaded' AND {where}",
+            [list(periods)],
+        ).fetchall()
+    )
+    gaps = {p: [c.name for c in contracts if (p, c.name) not in present] for p in sorted(periods)}
+    return {
+        "files": {s: by_status.get(s, 0) for s in STATUSES},
+        "rows_loaded": int(loaded),
+        "rows_quarantined": int(quarantined),
+        "missing": {p: names for p, names in gaps.items() if names},
+    }

@@ -28,7 +28,7 @@ MANIFEST := dbt_project/target/manifest.json
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests \
   -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml
 
-.PHONY: demo run backfill test ui setup simulate lint format bench bench-simulator clean key docs freshness ml-report rebuild
+.PHONY: demo run backfill test ui setup simulate lint format bench bench-simulator clean key docs freshness ml-report rebuild portability
 
 ## setup: the venv with the pinned dependencies, and the dbt manifest the code location reads
 setup: $(STAMP) $(MANIFEST)
@@ -98,6 +98,15 @@ bench-simulator: setup
 ## ml-report: segments and risk scores against the simulator's truth on a larger drop
 ml-report: setup
 	$(PY) bench/ml_truth_report.py --accounts $${ML_ACCOUNTS:-20000} --months 24 --out data/ml-report
+
+## portability: the dbt project parsed with a second adapter (dbt-trino) in a venv of its own,
+## .venv-trino, so the platform's dependencies stay as pinned; not in CI (see docs/scaling.md)
+TRINO_VENV := .venv-trino
+portability:
+	test -x $(TRINO_VENV)/bin/dbt || ($(PYTHON) -m venv $(TRINO_VENV) && \
+	  $(TRINO_VENV)/bin/pip install -q dbt-core==1.11.16 dbt-trino==1.11.0)
+	$(TRINO_VENV)/bin/dbt parse --project-dir dbt_project --profiles-dir dbt_project/portability \
+	  --target-path target/trino
 
 ## rebuild: every dbt model rebuilt whole (`dbt build --full-refresh`), e.g. after an upgrade
 ## changes an incremental model's columns

@@ -71,17 +71,15 @@ def ledger_summary(
     loaded and quarantined, and the extracts each month has no loaded file of (in contract
     order)."""
     where = "period IN (SELECT unnest(?::VARCHAR[]))"
-    by_status = dict(
-        con.execute(
-            f"SELECT status, count(*) FROM ops.load_ledger WHERE {where} GROUP BY 1",
+    by_status = {
+        status: (files, loaded, quarantined)
+        for status, files, loaded, quarantined in con.execute(
+            "SELECT status, count(*), coalesce(sum(rows_loaded), 0), "
+            f"coalesce(sum(rows_quarantined), 0) FROM ops.load_ledger WHERE {where} GROUP BY 1",
             [list(periods)],
         ).fetchall()
-    )
-    loaded, quarantined = con.execute(
-        "SELECT coalesce(sum(rows_loaded), 0), coalesce(sum(rows_quarantined), 0) "
-        f"FROM ops.load_ledger WHERE status = 'loaded' AND {where}",
-        [list(periods)],
-    ).fetchone()
+    }
+    _, loaded, quarantined = by_status.get("loaded", (0, 0, 0))
     present = set(
         con.execute(
             "SELECT DISTINCT period, system || '__' || extract FROM ops.load_ledger "
@@ -91,7 +89,7 @@ def ledger_summary(
     )
     gaps = {p: [c.name for c in contracts if (p, c.name) not in present] for p in sorted(periods)}
     return {
-        "files": {s: by_status.get(s, 0) for s in STATUSES},
+        "files": {s: by_status.get(s, (0,))[0] for s in STATUSES},
         "rows_loaded": int(loaded),
         "rows_quarantined": int(quarantined),
         "missing": {p: names for p, names in gaps.items() if names},

@@ -27,7 +27,10 @@ def compile_features(warehouse: Path, target_path: Path) -> dict:
     # count against the floor.
     from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_command
 
-    command = dbt_command(warehouse, target_path, "compile", "--quiet", "--select", f"+{TARGET}")
+    # --full-refresh: the incremental models' full SQL, not this warehouse's next increment.
+    command = dbt_command(
+        warehouse, target_path, "compile", "--quiet", "--full-refresh", "--select", f"+{TARGET}"
+    )
     subprocess.run(command, check=True, cwd=DBT_PROJECT_DIR, stdout=subprocess.DEVNULL)
     return json.loads((target_path / "manifest.json").read_text())
 

@@ -2,11 +2,76 @@
 -- meter differenced (spike readings skipped), a register that wrapped treated as a wrap,
 -- a gap's energy spread evenly over its days (flagged as estimated), and the two meters of
 -- a change day added up. Never negative: a drop that is not a wrap is flagged, not used.
+--
+-- Incremental per customer (macros/series_rebuild.sql): the points int_meter_readings rebuilt
+-- since this table last read it change the energy of their customer from the day after the
+-- last point kept before them (a gap's energy reaches back to it); those days are recomputed
+-- from every meter of the customer. When int_meter_readings was rebuilt whole, so is this.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_from',
+    rebuild_key='customer_id',
+    rebuild_date='energy_date',
+    on_schema_change='ignore'
+) }}
 {% set rates = ['tip', 'peak', 'flat', 'valley'] %}
+{% set points = ref('int_meter_readings') %}
 
-with readings as (
-    select * from {{ ref('int_meter_readings') }} where not is_spike
+{%- set partial = false -%}
+{%- if is_incremental() -%}
+    {%- set read_before = own_watermark('readings_computed_at') -%}
+    {%- set partial = scalar_query("select count(*) from " ~ points ~ " where computed_at <= " ~ read_before, 0) > 0 -%}
+{%- endif %}
+
+with
+{% if partial -%}
+-- Per series (account and meter) with rebuilt points: its last kept point before them; the
+-- customer's days from the day after the earliest such point are recomputed.
+rebuilt as (
+    select customer_id, meter_id, min(reading_date) as first_rebuilt_date
+    from {{ points }}
+    where computed_at > {{ read_before }}
+    group by all
 ),
+
+last_kept as (
+    select kept.customer_id, kept.meter_id, max(kept.reading_date) as reading_date
+    from {{ points }} as kept
+    join rebuilt on kept.customer_id = rebuilt.customer_id and kept.meter_id = rebuilt.meter_id
+        and kept.reading_date < rebuilt.first_rebuilt_date
+    where not kept.is_spike
+    group by all
+),
+
+rebuild as (
+    select
+        rebuilt.customer_id,
+        min(coalesce(last_kept.reading_date + 1, rebuilt.first_rebuilt_date)) as rebuild_from
+    from rebuilt left join last_kept using (customer_id, meter_id)
+    group by all
+),
+
+-- Every meter of such a customer, from its last kept point before those days.
+context as (
+    select kept.customer_id, kept.meter_id, max(kept.reading_date) as reading_date
+    from {{ points }} as kept
+    join rebuild on kept.customer_id = rebuild.customer_id and kept.reading_date < rebuild.rebuild_from
+    where not kept.is_spike
+    group by all
+),
+
+readings as (
+    select kept.*, rebuild.rebuild_from
+    from {{ points }} as kept
+    join rebuild using (customer_id)
+    left join context using (customer_id, meter_id)
+    where not kept.is_spike and kept.reading_date >= coalesce(context.reading_date, rebuild.rebuild_from)
+),
+{%- else %}
+readings as (
+    select * from {{ points }} where not is_spike
+),
+{%- endif %}
 
 steps as (
     select
@@ -21,9 +86,13 @@ steps as (
         register_{{ r }}_kwh - lag(register_{{ r }}_kwh) over by_meter as {{ r }}_step,
         {%- endfor %}
         is_from_meter_change or lag(is_from_meter_change) over by_meter as is_meter_change,
-        -- Readings skipped since the previous one are spikes: this step bridges them. (An
-        -- EXISTS over the spikes instead was half of the model's time at 100,000 accounts.)
-        coalesce(reading_number - lag(reading_number) over by_meter > 1, false) as bridges_spike
+        -- The point before this one in the meter's series is not the previous one kept: the
+        -- spikes between were skipped, and this step bridges them. (An EXISTS over the spikes
+        -- instead was half of the model's time at 100,000 accounts.)
+        coalesce(previous_reading_date <> lag(reading_date) over by_meter, false) as bridges_spike
+        {%- if partial %},
+        rebuild_from
+        {%- endif %}
     from readings
     window by_meter as (partition by customer_id, meter_id order by reading_date)
     qualify previous_date is not null
@@ -59,6 +128,9 @@ measured as (
         {%- endfor %}
         is_meter_change,
         bridges_spike
+        {%- if partial %},
+        rebuild_from
+        {%- endif %}
     from wrapped
 ),
 
@@ -76,6 +148,9 @@ spread as (
         is_rollover,
         is_meter_change,
         bridges_spike
+        {%- if partial %},
+        rebuild_from
+        {%- endif %}
     from measured
 ),
 
@@ -96,8 +171,16 @@ final as (
         -- A meter's spans are disjoint, so each piece of a day is a different meter: count(*)
         -- is the number of meters, without the cost of a distinct aggregate (a third of the
         -- model's time at 10,000 accounts).
-        count(*) as n_meters
+        count(*) as n_meters,
+        -- What this table has read of int_meter_readings: its next run starts after it.
+        (select max(computed_at) from {{ points }}) as readings_computed_at
+        {%- if is_incremental() %},
+        {{ 'min(rebuild_from)' if partial else 'null::date' }} as _rebuild_from
+        {%- endif %}
     from spread
+    {%- if partial %}
+    where energy_date >= rebuild_from
+    {%- endif %}
     group by customer_id, energy_date
 )
 

@@ -2,16 +2,112 @@
 -- a meter change records (the old meter's final value on the change day, the new meter's
 -- initial value as if read at 24:00 the day before), with spikes flagged — a reading out of
 -- line with both neighbours while the neighbours agree with each other.
+--
+-- Incremental per meter (macros/series_rebuild.sql): a meter that raw rows loaded since the
+-- last build touch, from its earliest new point d0, is rebuilt from its last point before d0
+-- (whose spike flag looks at the next point), with the point before that as context. A new
+-- reading that moves a meter's day to another account rebuilds every meter.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_from',
+    rebuild_key='meter_id',
+    rebuild_date='reading_date',
+    on_schema_change='ignore'
+) }}
 {% set registers = ['register_kwh', 'register_tip_kwh', 'register_peak_kwh', 'register_flat_kwh', 'register_valley_kwh'] %}
+{% set computed_at = "'" ~ run_started_at.strftime('%Y-%m-%d %H:%M:%S.%f') ~ "'::timestamp" %}
 
-with readings as (
+{%- set partial = false -%}
+{%- if is_incremental() -%}
+    {#- Raw tables named only here: a unit test (never incremental) then needs no raw rows. -#}
+    {%- set daily, changes = source('raw', 'ami__daily_reading'), source('raw', 'ami__meter_change') -%}
+    {%- set loaded_before = own_watermark('source_loaded_at') -%}
+    {%- set bounds_sql -%}
+        -- The meters new raw rows touch and the earliest date they touch: a reading's day; a
+        -- change record's day before the change, for every version of the record (a
+        -- re-extract may move the change to another day).
+        new_changes as (
+            select distinct CONS_NO, OLD_METER_ID, NEW_METER_ID
+            from {{ changes }} where _loaded_at > {{ loaded_before }}
+        ),
+        change_versions as (
+            select version.OLD_METER_ID, version.NEW_METER_ID, version.CHANGE_DATE
+            from {{ changes }} as version
+            semi join new_changes on version.CONS_NO is not distinct from new_changes.CONS_NO
+                and version.OLD_METER_ID is not distinct from new_changes.OLD_METER_ID
+                and version.NEW_METER_ID is not distinct from new_changes.NEW_METER_ID
+        ),
+        new_points as (
+            select METER_ID as meter_id, DATA_DATE as point_date
+            from {{ daily }} where _loaded_at > {{ loaded_before }}
+            union all
+            select OLD_METER_ID, CHANGE_DATE - 1 from change_versions
+            union all
+            select NEW_METER_ID, CHANGE_DATE - 1 from change_versions
+        ),
+        touched as (
+            select meter_id, min(point_date) as first_new_date from new_points group by meter_id
+        ),
+        -- Per series (account and meter) its last point before the first new one; the meter is
+        -- rebuilt from the earliest of them (a meter with no earlier point, from its first).
+        last_before as (
+            select kept.meter_id, kept.customer_id, max(kept.reading_date) as reading_date
+            from {{ this }} as kept
+            join touched on kept.meter_id = touched.meter_id
+                and kept.reading_date < touched.first_new_date
+            group by all
+        ),
+        rebuild as (
+            select touched.meter_id, coalesce(min(last_before.reading_date), touched.first_new_date) as rebuild_from
+            from touched left join last_before using (meter_id)
+            group by touched.meter_id, touched.first_new_date
+        ),
+        -- And per series the point before that, for the window to see.
+        context as (
+            select kept.meter_id, kept.customer_id, max(kept.reading_date) as reading_date
+            from {{ this }} as kept
+            join rebuild on kept.meter_id = rebuild.meter_id and kept.reading_date < rebuild.rebuild_from
+            group by all
+        ),
+        bounds as (
+            select rebuild.meter_id, rebuild.rebuild_from,
+                   coalesce(min(context.reading_date), rebuild.rebuild_from) as context_from
+            from rebuild left join context using (meter_id)
+            group by rebuild.meter_id, rebuild.rebuild_from
+        )
+    {%- endset -%}
+    {#- A reading re-extracted under another account leaves the old account's series with a
+        point it no longer has: only a whole rebuild is sure to drop it. -#}
+    {%- set moved = scalar_query(
+        "select count(*) from " ~ daily ~ " as fresh join " ~ this ~ " as kept
+           on kept.meter_id = fresh.METER_ID and kept.reading_date = fresh.DATA_DATE
+          and not kept.is_from_meter_change
+         where fresh._loaded_at > " ~ loaded_before ~ "
+           and kept.customer_id is distinct from " ~ normalise_cons_no('fresh.CONS_NO'), 0) -%}
+    {%- set partial = moved == 0 -%}
+    {%- if partial -%}
+        {%- set read_from = scalar_query("with " ~ bounds_sql ~ " select coalesce(min(context_from), 'infinity'::date)::varchar from bounds", "-infinity") -%}
+    {%- endif -%}
+{%- endif %}
+
+with
+{% if partial -%}
+{{ bounds_sql }},
+{%- endif %}
+
+readings as (
     select
         meter_id,
         customer_id,
         reading_date,
         {{ registers | join(', ') }},
-        false as is_from_meter_change
+        false as is_from_meter_change,
+        loaded_at as source_loaded_at
     from {{ ref('stg_ami__daily_readings') }}
+    {%- if partial %}
+    -- A constant first, so that it reaches the raw scan under the staging view.
+    where reading_date >= '{{ read_from }}'::date
+    {%- endif %}
 ),
 
 changes as (
@@ -28,7 +124,8 @@ change_points as (
         null::double as register_peak_kwh,
         null::double as register_flat_kwh,
         null::double as register_valley_kwh,
-        true as is_from_meter_change
+        true as is_from_meter_change,
+        loaded_at as source_loaded_at
     from changes
     union all
     select
@@ -37,14 +134,23 @@ change_points as (
         changed_date - 1,
         new_initial_register_kwh,
         null, null, null, null,
-        true
+        true,
+        loaded_at
     from changes
 ),
 
 combined as (
-    select * from readings
-    union all
-    select * from change_points
+    select * from (
+        select * from readings
+        union all
+        select * from change_points
+    ) as points
+    {%- if partial %}
+    where exists (
+        select 1 from bounds
+        where bounds.meter_id = points.meter_id and points.reading_date >= bounds.context_from
+    )
+    {%- endif %}
     -- A real reading of the same meter and day wins over a recorded change value.
     qualify row_number() over (
         partition by meter_id, customer_id, reading_date order by is_from_meter_change
@@ -56,7 +162,7 @@ neighbours as (
         *,
         lag(register_kwh) over by_meter as previous_kwh,
         lead(register_kwh) over by_meter as next_kwh,
-        row_number() over by_meter as reading_number
+        lag(reading_date) over by_meter as previous_reading_date
     from combined
     window by_meter as (partition by customer_id, meter_id order by reading_date)
 ),
@@ -74,8 +180,17 @@ final as (
             and (register_kwh > next_kwh or register_kwh < previous_kwh),
             false
         ) as is_spike,
-        reading_number
+        previous_reading_date,
+        source_loaded_at,
+        {{ computed_at }} as computed_at
+        {%- if is_incremental() %},
+        {{ 'rebuild_from' if partial else 'null::date' }} as _rebuild_from
+        {%- endif %}
     from neighbours
+    {%- if partial %}
+    join bounds using (meter_id)
+    where reading_date >= bounds.rebuild_from
+    {%- endif %}
 )
 
 select * from final

@@ -33,9 +33,9 @@
 
 {#- The 96 points of the curves in `relation` (staging's columns), one row per meter and
     collected 15-minute interval. Unnested by position: UNPIVOT named each point by text, and
-    parsing that name back into a number cost more than the rest of the hourly load. A macro,
-    so fct_hourly_load can filter the curves before unnesting them (a filter on the view stops
-    above the unnest and every curve of every month is unnested). -#}
+    parsing that name back into a number cost more than the rest of the hourly load. A macro
+    with a filter, so that a model can filter the curves before unnesting them (a filter on the
+    view stops above the unnest). -#}
 {% macro curve_points(relation, where='true') -%}
     select
         customer_id,

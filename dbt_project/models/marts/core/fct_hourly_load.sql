@@ -1,32 +1,72 @@
 -- Hourly load per customer (curve customers: commercial and industrial), the mean of the
 -- hour's collected 15-minute points. Incremental by month: a new drop recomputes only the
 -- months its curves touch (the largest model of the warehouse when rebuilt whole).
+--
+-- Each hour's sum, count and maximum are column arithmetic on the curve's four points, added
+-- up per customer and day (a day with two curve meters is a meter change), and only then
+-- unnested into 24 rows. Unnesting the 96 points first and grouping them by hour took 3.4
+-- times as long (10,000 accounts, one thread: 19.9 s against 5.9 s).
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='load_month',
     on_schema_change='fail',
 ) }}
+{% set hours = range(24) %}
 
-with points as (
-    {{ curve_points(
-        ref('stg_ami__load_curves'),
-        months_to_rebuild('ami__load_curve', 'DATA_DATE', "date_trunc('month', reading_date)::date"),
-    ) }}
+with curves as (
+    select
+        customer_id,
+        reading_date,
+        loaded_at,
+        {%- for h in hours %}
+        {% for q in range(1, 5) %}coalesce(p{{ 4 * h + q }}_kw, 0){{ ' + ' if not loop.last }}{% endfor %} as kw_sum_{{ h }},
+        {% for q in range(1, 5) %}(p{{ 4 * h + q }}_kw is not null)::integer{{ ' + ' if not loop.last }}{% endfor %} as points_{{ h }},
+        greatest({% for q in range(1, 5) %}p{{ 4 * h + q }}_kw{{ ', ' if not loop.last }}{% endfor %}) as max_kw_{{ h }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ ref('stg_ami__load_curves') }}
+    where {{ months_to_rebuild('ami__load_curve', 'DATA_DATE', "date_trunc('month', reading_date)::date") }}
+),
+
+days as (
+    select
+        customer_id,
+        reading_date,
+        max(loaded_at) as loaded_at,
+        {%- for h in hours %}
+        sum(kw_sum_{{ h }}) as kw_sum_{{ h }},
+        sum(points_{{ h }}) as points_{{ h }},
+        max(max_kw_{{ h }}) as max_kw_{{ h }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from curves
+    group by customer_id, reading_date
+),
+
+hours as (
+    select
+        customer_id,
+        reading_date,
+        loaded_at,
+        unnest(range(24)) as hour_of_day,
+        unnest([{% for h in hours %}kw_sum_{{ h }}{{ ', ' if not loop.last }}{% endfor %}]) as kw_sum,
+        unnest([{% for h in hours %}points_{{ h }}{{ ', ' if not loop.last }}{% endfor %}]) as points,
+        unnest([{% for h in hours %}max_kw_{{ h }}{{ ', ' if not loop.last }}{% endfor %}]) as max_kw
+    from days
 ),
 
 final as (
     select
         customer_id,
         reading_date as load_date,
-        (point_number - 1) // 4 as hour_of_day,
+        hour_of_day::integer as hour_of_day,
         date_trunc('month', reading_date)::date as load_month,
-        avg(kw) as avg_kw,
-        max(kw) as max_kw,
-        count(kw) as points_collected,
-        max(loaded_at) as source_loaded_at
-    from points
-    group by customer_id, reading_date, (point_number - 1) // 4
+        kw_sum / points as avg_kw,
+        max_kw,
+        points::bigint as points_collected,
+        loaded_at as source_loaded_at
+    from hours
+    -- An hour with no point collected has no row, as before.
+    where points > 0
 )
 
 select * from final

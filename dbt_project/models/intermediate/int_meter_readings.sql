@@ -76,8 +76,9 @@
             group by rebuild.meter_id, rebuild.rebuild_from
         )
     {%- endset -%}
-    {#- A reading re-extracted under another account leaves the old account's series with a
-        point it no longer has: only a whole rebuild is sure to drop it. -#}
+    {#- A reading re-extracted under another account takes a point from the old account's
+        series. This table would drop it (it rebuilds per meter), but int_daily_energy rebuilds
+        per account and cannot know the old one: everything is rebuilt, and it follows. -#}
     {%- set moved = scalar_query(
         "select count(*) from " ~ daily ~ " as fresh join " ~ this ~ " as kept
            on kept.meter_id = fresh.METER_ID and kept.reading_date = fresh.DATA_DATE

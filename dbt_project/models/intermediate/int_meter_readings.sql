@@ -79,12 +79,19 @@
     {#- A reading re-extracted under another account takes a point from the old account's
         series. This table would drop it (it rebuilds per meter), but int_daily_energy rebuilds
         per account and cannot know the old one: everything is rebuilt, and it follows. -#}
+    {%- set first_fresh = scalar_query(
+        "select coalesce(min(DATA_DATE), 'infinity'::date)::varchar from " ~ daily
+        ~ " where _loaded_at > " ~ loaded_before, "infinity") -%}
+    {#- Only a day loaded before can move: new rows are compared with the raw versions of
+        their days, from the first new day on, so the scan skips the older row groups
+        (comparing them with this table instead took 12.7 s of 45 at 100,000 accounts). -#}
     {%- set moved = scalar_query(
-        "select count(*) from " ~ daily ~ " as fresh join " ~ this ~ " as kept
-           on kept.meter_id = fresh.METER_ID and kept.reading_date = fresh.DATA_DATE
-          and not kept.is_from_meter_change
-         where fresh._loaded_at > " ~ loaded_before ~ "
-           and kept.customer_id is distinct from " ~ normalise_cons_no('fresh.CONS_NO'), 0) -%}
+        "select count(*) from " ~ daily ~ " as fresh join " ~ daily ~ " as earlier
+           on earlier.METER_ID = fresh.METER_ID and earlier.DATA_DATE = fresh.DATA_DATE
+         where fresh._loaded_at > " ~ loaded_before ~ " and earlier._loaded_at <= " ~ loaded_before ~ "
+           and fresh.DATA_DATE >= '" ~ first_fresh ~ "'::date
+           and earlier.DATA_DATE >= '" ~ first_fresh ~ "'::date
+           and " ~ normalise_cons_no('earlier.CONS_NO') ~ " is distinct from " ~ normalise_cons_no('fresh.CONS_NO'), 0) -%}
     {%- set partial = moved == 0 -%}
     {%- if partial -%}
         {%- set read_from = scalar_query("with " ~ bounds_sql ~ " select coalesce(min(context_from), 'infinity'::date)::varchar from bounds", "-infinity") -%}

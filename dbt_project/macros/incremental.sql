@@ -6,17 +6,10 @@
     scan (as a subquery it stopped above the unpivot of every curve). -#}
 {% macro months_to_rebuild(raw_table, date_column, month_expr) -%}
     {%- if is_incremental() -%}
-        {%- if execute and 'source_loaded_at' not in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
-            {{ exceptions.raise_compiler_error(
-                this ~ " was built by a version without incremental months (no source_loaded_at): "
-                ~ "rebuild it once with `make rebuild` (dbt build --full-refresh)") }}
-        {%- endif -%}
         {%- set query -%}
             select distinct strftime(date_trunc('month', {{ date_column }}), '%Y-%m-%d')
             from {{ source('raw', raw_table) }}
-            where _loaded_at > (
-                select coalesce(max(source_loaded_at), '-infinity'::timestamp) from {{ this }}
-            )
+            where _loaded_at > {{ own_watermark('source_loaded_at') }}
             order by 1
         {%- endset -%}
         {%- set months = run_query(query).columns[0].values() if execute else [] -%}

@@ -33,7 +33,8 @@
 
 {#- The newest value of `column` in the model's own table, as a SQL literal, read before the
     model's SQL is run so that it reaches the raw scans as a constant (a scalar subquery did
-    not). Raises if the table predates the column: such a table must be rebuilt once. -#}
+    not). Raises if the table predates the column: such a table must be rebuilt once. The
+    incremental models' one check of that, and their one reading of where they stopped. -#}
 {% macro own_watermark(column) -%}
     {%- if not execute -%}
         {{ return("'-infinity'::timestamp") }}
@@ -43,7 +44,7 @@
             this ~ " was built by a version without incremental rebuilds (no " ~ column ~ "): "
             ~ "rebuild it once with `make rebuild` (dbt build --full-refresh)") }}
     {%- endif -%}
-    {%- set value = run_query("select coalesce(max(" ~ column ~ ")::varchar, '-infinity') from " ~ this).columns[0].values()[0] -%}
+    {%- set value = scalar_query("select coalesce(max(" ~ column ~ ")::varchar, '-infinity') from " ~ this) -%}
     {{ return("'" ~ value ~ "'::timestamp") }}
 {%- endmacro %}
 

@@ -1,11 +1,11 @@
 """`make bench`: the whole pipeline on N accounts × 24 months, stage by stage, against the floor.
 
-For each size: simulate 25 months and hold the last one back; run ingest → features → dbt → ML
-→ publish on the 24 (each stage a child process: wall time, peak RSS of it and its children,
-warehouse size after it); run the feature floor (one DuckDB statement from the raw tables, see
-``bench/floor.py``) and the pandas baseline (``bench/pandas_features.py``) and check both agree
-with the platform's table; then land the 25th month and run it as the platform does (the
-increment). Writes ``bench.json`` and prints a table.
+For each size: simulate 25 months (``--months`` + 1) and hold the last one back; run ingest →
+features → dbt → ML → publish on the 24 (each stage a child process: wall time, peak RSS of it
+and its children, warehouse size after it); run the feature floor (one DuckDB statement from the
+raw tables, see ``bench/floor.py``) and the pandas baseline (``bench/pandas_features.py``) and
+check both agree with the platform's table; then land the 25th month and run it as the platform
+does (the increment). Writes ``bench.json`` and prints a table.
 
     .venv/bin/python bench/bench_pipeline.py --accounts 10000,100000
 """
@@ -33,8 +33,8 @@ from orchestration.partitions import marked_files  # noqa: E402
 from orchestration.settings import instance_env  # noqa: E402
 
 PY = sys.executable
-MONTHS = 24
-END = 202511  # the 25th month, held back for the increment; the 24 before it end in 2025-10
+MONTHS = 24  # the default; --months changes it (1,000,000 × 24 months needs ~200 GiB of disk)
+END = 202511  # the month after them, held back for the increment; the months before end in 2025-10
 
 
 @dataclass
@@ -121,7 +121,7 @@ def pandas_baseline(root: Path, env: dict[str, str], log: Path, feature_seconds:
     return result
 
 
-def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) -> dict:
+def bench_size(accounts: int, months: int, root: Path, memory_limit: str, pandas_max: int) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     instance = instance_env(root, os.environ.get("PII_KEY") or "0" * 64)
@@ -147,7 +147,7 @@ def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) ->
             raise SystemExit(f"stage {name} failed at {accounts:,} accounts: see {log}")
         return result
 
-    simulate = [PY, "-m", "simulator", "--accounts", str(accounts), "--months", str(MONTHS + 1)]
+    simulate = [PY, "-m", "simulator", "--accounts", str(accounts), "--months", str(months + 1)]
     simulate += ["--end", str(END), "--seed", "42", "--out", str(landing)]
     simulate += ["--truth", str(root / "truth"), "--force"]
     stage("simulate", simulate)
@@ -186,7 +186,7 @@ def bench_size(accounts: int, root: Path, memory_limit: str, pandas_max: int) ->
 
     return {
         "accounts": accounts,
-        "months": MONTHS,
+        "months": months,
         "memory_limit": memory_limit,
         "stages": [s.record() for s in stages],
         "end_to_end_seconds": round(end_to_end, 1),
@@ -233,8 +233,9 @@ def table(results: list[dict]) -> str:
         floor = r["floor"]
         agree = "agrees" if not any(floor["disagreements"].values()) else "DISAGREES"
         lines.append(
-            f"{r['accounts']:>9,}  end to end {r['end_to_end_seconds']:>7.1f} s (simulation "
-            f"excluded), peak RSS {r['peak_rss_mib']:.0f} MiB; floor {floor['seconds']:.1f} s, "
+            f"{r['accounts']:>9,}  end to end {r['end_to_end_seconds']:>7.1f} s ({r['months']} "
+            f"months, simulation excluded), peak RSS {r['peak_rss_mib']:.0f} MiB; floor "
+            f"{floor['seconds']:.1f} s, "
             f"features/floor {floor['features_vs_floor']:.2f}× ({agree}); increment "
             f"{r['increment']['seconds']:.1f} s = {r['increment']['share_of_full_run']:.0%} "
             "of the full run"
@@ -258,6 +259,7 @@ def table(results: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--accounts", default="10000,100000", help="comma-separated sizes")
+    p.add_argument("--months", type=int, default=MONTHS, help="months before the increment's")
     p.add_argument("--out", type=Path, default=ROOT / "data" / "bench")
     p.add_argument("--memory-limit", default="4GiB", help="DuckDB's memory_limit, every stage")
     p.add_argument(
@@ -273,7 +275,9 @@ def main() -> int:
     results = []
     for accounts in sizes:
         results.append(
-            bench_size(accounts, args.out / f"n{accounts}", args.memory_limit, args.pandas_max)
+            bench_size(
+                accounts, args.months, args.out / f"n{accounts}", args.memory_limit, args.pandas_max
+            )
         )
         (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -565,3 +565,24 @@ def test_a_snapshot_clears_the_copies_a_killed_run_left(tmp_path):
     result = write_snapshot(warehouse, publish)
     assert result.tables == {"marts.t": 1}
     assert sorted(p.name for p in publish.iterdir()) == [SNAPSHOT_NAME]
+
+
+def test_a_snapshot_holds_a_mart_view_as_a_table_without_the_schema_it_reads(tmp_path):
+    """dbt names a view's tables in the warehouse's own catalog (``city.main.t`` for
+    ``city.2025.duckdb``); the snapshot copies the view's rows, not its definition, and leaves
+    the schema behind it out."""
+    from orchestration.publish.snapshot import write_snapshot
+
+    warehouse = tmp_path / "city.2025.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE SCHEMA intermediate; CREATE SCHEMA marts")
+        con.execute("CREATE TABLE intermediate.days AS SELECT range AS d FROM range(3)")
+        con.execute('CREATE VIEW marts.daily AS SELECT d FROM "city".intermediate.days')
+    publish = tmp_path / "publish"
+    result = write_snapshot(warehouse, publish)
+    assert result.tables == {"marts.daily": 3}
+    with duckdb.connect(str(result.path), read_only=True) as con:
+        kinds = con.execute(
+            "SELECT table_schema, table_name, table_type FROM information_schema.tables"
+        ).fetchall()
+    assert kinds == [("marts", "daily", "BASE TABLE")]

@@ -4,16 +4,16 @@
 -- back) when more than var('reconcile_max_failure_rate') of the months fail.
 {{ config(severity='error', meta={'dagster': {'ref': {'name': 'fct_monthly_bills'}}}) }}
 
+-- The metered side is the monthly usage, which adds up the days of known customers already
+-- (summing the 71 M days of 100,000 accounts again took 43 s).
 with metered as (
     select
         customer_id,
-        energy_month,
-        sum(kwh) as metered_kwh,
-        count(kwh) as days,
-        bool_or(is_estimated or has_negative_step) as is_uncertain
-    from {{ ref('fct_daily_energy') }}
-    where is_known_customer
-    group by customer_id, energy_month
+        usage_month as energy_month,
+        kwh as metered_kwh,
+        days_measured as days,
+        days_estimated > 0 or days_negative_step > 0 as is_uncertain
+    from {{ ref('int_customer_month_usage') }}
 ),
 
 bills as (

@@ -29,9 +29,11 @@ class SnapshotResult:
 
 
 def shared_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str, str]]:
+    """The shared schemas' tables and views (a thin mart such as ``fct_daily_energy`` is a
+    view over an intermediate table; the snapshot holds it as a table)."""
     return con.execute(
         f"""SELECT table_schema, table_name FROM information_schema.tables
-            WHERE table_catalog = ? AND table_type = 'BASE TABLE'
+            WHERE table_catalog = ? AND table_type IN ('BASE TABLE', 'VIEW')
               AND table_schema IN ({", ".join("?" * len(SHARED_SCHEMAS))})
             ORDER BY 1, 2""",
         [catalog, *SHARED_SCHEMAS],
@@ -47,17 +49,20 @@ def write_snapshot(warehouse: Path, publish_dir: Path, memory_limit: str = "-1")
     with replaced(final) as tmp:
         # The new file is the connection's own database; the warehouse is only read.
         with duckdb.connect(str(tmp), config={"memory_limit": memory_limit}) as con:
-            con.execute(f"ATTACH '{warehouse}' AS warehouse (READ_ONLY)")
-            for schema, table in shared_tables(con, "warehouse"):
+            # Attached under the name DuckDB gives it by default, the catalog in which dbt's
+            # views name the tables they read.
+            catalog = warehouse.name.lstrip(".").split(".")[0]
+            con.execute(f"ATTACH '{warehouse}' AS \"{catalog}\" (READ_ONLY)")
+            for schema, table in shared_tables(con, catalog):
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                 con.execute(
                     f'CREATE TABLE "{schema}"."{table}" AS '
-                    f'SELECT * FROM warehouse."{schema}"."{table}"'
+                    f'SELECT * FROM "{catalog}"."{schema}"."{table}"'
                 )
                 counts[f"{schema}.{table}"] = con.execute(
                     f'SELECT count(*) FROM "{schema}"."{table}"'
                 ).fetchone()[0]
-            con.execute("DETACH warehouse")
+            con.execute(f'DETACH "{catalog}"')
             con.execute("CHECKPOINT")
         if not counts:
             raise RuntimeError(f"{warehouse} has no tables in {SHARED_SCHEMAS}: nothing to share")

@@ -44,6 +44,7 @@ final as (
         count(kwh) as days_measured,
         count(*) filter (where is_estimated) as days_estimated,
         count(*) filter (where is_spike_adjusted) as days_spike_adjusted,
+        count(*) filter (where has_negative_step) as days_negative_step,
         sum(tip_kwh) filter (where has_all_rates) as tip_kwh,
         sum(peak_kwh) filter (where has_all_rates) as peak_kwh,
         sum(flat_kwh) filter (where has_all_rates) as flat_kwh,

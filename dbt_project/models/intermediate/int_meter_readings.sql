@@ -150,10 +150,12 @@ change_points as (
 -- A real reading of the same meter and day wins over a recorded change value. Only a change's
 -- points can collide, so only they are looked up among the readings: a window over every
 -- point to pick one per day cost a second sort of all the readings, and at 100,000 accounts
--- more memory than DUCKDB_MEMORY_LIMIT's 4 GiB.
+-- more memory than DUCKDB_MEMORY_LIMIT's 4 GiB. They are looked up in the staging view, not
+-- in `readings`: a CTE read twice is materialised, all 71 M readings of 100,000 accounts
+-- (the model took 82 s, now 48 s, alone).
 change_days_read as (
     select readings.meter_id, readings.customer_id, readings.reading_date
-    from readings
+    from {{ ref('stg_ami__daily_readings') }} as readings
     semi join change_points on readings.meter_id = change_points.meter_id
         and readings.customer_id is not distinct from change_points.customer_id
         and readings.reading_date = change_points.reading_date

@@ -182,16 +182,14 @@ spread as (
     {%- do day_columns.append(('_rebuild_from', 'min(rebuild_from)' if partial else 'null::date', 'rebuild_from' if partial else 'null::date')) -%}
 {%- endif %}
 
-final as (
+days as (
     {%- for grouped in [true, false] %}
     select
         customer_id,
         energy_date,
         {%- for name, of_pieces, of_one in day_columns %}
-        {{ of_pieces if grouped else of_one }} as {{ name }},
+        {{ of_pieces if grouped else of_one }} as {{ name }}{{ ',' if not loop.last }}
         {%- endfor %}
-        -- What this table has read of int_meter_readings: its next run starts after it.
-        (select max(computed_at) from {{ points }}) as readings_computed_at
     from spread
     where {{ '' if grouped else 'not ' }}has_several_meters
     {%- if partial %}
@@ -202,6 +200,14 @@ final as (
     union all
     {%- endif %}
     {%- endfor %}
+),
+
+final as (
+    select
+        days.*,
+        -- What this table has read of int_meter_readings: its next run starts after it.
+        (select max(computed_at) from {{ points }}) as readings_computed_at
+    from days
 )
 
 select * from final

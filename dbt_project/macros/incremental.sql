@@ -26,10 +26,9 @@
 
 {#- The 96 points of the curves in `relation` (staging's columns), one row per meter and
     collected 15-minute interval. Unnested by position: UNPIVOT named each point by text, and
-    parsing that name back into a number cost more than the rest of the hourly load. A macro
-    with a filter, so that a model can filter the curves before unnesting them (a filter on the
-    view stops above the unnest). -#}
-{% macro curve_points(relation, where='true') -%}
+    parsing that name back into a number cost more than the rest of the hourly load. A macro,
+    the place to dispatch per adapter (docs/scaling.md). -#}
+{% macro curve_points(relation) -%}
     select
         customer_id,
         meter_id,
@@ -47,7 +46,6 @@
             unnest(range(1, 97)) as point_number,
             unnest([{% for i in range(1, 97) %}p{{ i }}_kw{% if not loop.last %}, {% endif %}{% endfor %}]) as kw
         from {{ relation }}
-        where {{ where }}
     )
     where kw is not null
 {%- endmacro %}

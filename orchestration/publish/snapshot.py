@@ -49,10 +49,13 @@ def write_snapshot(warehouse: Path, publish_dir: Path, memory_limit: str = "-1")
     with replaced(final) as tmp:
         # The new file is the connection's own database; the warehouse is only read.
         with duckdb.connect(str(tmp), config={"memory_limit": memory_limit}) as con:
-            # Attached under the name DuckDB gives it by default, the catalog in which dbt's
-            # views name the tables they read.
-            catalog = warehouse.name.lstrip(".").split(".")[0]
-            con.execute(f"ATTACH '{warehouse}' AS \"{catalog}\" (READ_ONLY)")
+            # Attached under the name DuckDB gives it, as when dbt opened it: the catalog in
+            # which dbt's views name the tables they read.
+            con.execute(f"ATTACH '{warehouse}' (READ_ONLY)")
+            (catalog,) = con.execute(
+                "SELECT database_name FROM duckdb_databases() "
+                "WHERE NOT internal AND database_name <> current_database()"
+            ).fetchone()
             for schema, table in shared_tables(con, catalog):
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                 con.execute(

@@ -118,6 +118,7 @@ _SCHEMAS: dict[str, dict] = {
             "version": _NAME,
             "seed": {"type": "integer"},
             "min_history_months": {"type": "integer", "minimum": 0},
+            "baseline_max_rows": {"type": "integer", "minimum": 1000},
             "label": {
                 "type": "object",
                 "required": ["days_overdue", "horizon_months"],

@@ -159,11 +159,13 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
         raise ValueError("too few customers fell into arrears to train and evaluate on")
 
     gbm = _gbm(seed).fit(x_fit, y_fit)
+    # The baseline is a yardstick: it learns from a seeded sample (risk.yaml, baseline_max_rows).
+    sample = _sample(len(x_fit), config.get("baseline_max_rows"), seed)
     logit = make_pipeline(
         SimpleImputer(strategy="median"),
         QuantileTransformer(output_distribution="normal", n_quantiles=200, random_state=seed),
         LogisticRegression(max_iter=2000),
-    ).fit(x_fit, y_fit)
+    ).fit(x_fit[sample], y_fit[sample])
     model, baseline = _calibrate(gbm, x_cal, y_cal), _calibrate(logit, x_cal, y_cal)
 
     p_hold, p_base = model.predict_proba(x_hold)[:, 1], baseline.predict_proba(x_hold)[:, 1]
@@ -201,6 +203,13 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
     order = np.argsort(-importance.importances_mean)
     result.top_features = [features[i] for i in order[:8] if importance.importances_mean[i] > 0]
     return result
+
+
+def _sample(n: int, at_most: int | None, seed: int) -> np.ndarray:
+    """Row positions: all ``n``, or ``at_most`` of them drawn with ``seed``, in order."""
+    if at_most is None or n <= at_most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, at_most, replace=False))
 
 
 def _gbm(seed: int) -> HistGradientBoostingClassifier:

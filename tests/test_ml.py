@@ -229,6 +229,30 @@ def test_the_risk_model_learns_the_latent_risk_and_grades_it():
     assert "late_bills_12m" in worst["top_reasons"]
 
 
+def test_the_logistic_baseline_learns_from_a_capped_seeded_sample(monkeypatch):
+    labelled = risk_lib.add_labels(_history(months=18), 30, 3)
+    fitted: list[int] = []
+    fit = risk_lib.LogisticRegression.fit
+
+    def counting_fit(self, x, y, *args, **kwargs):
+        fitted.append(len(x))
+        return fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(risk_lib.LogisticRegression, "fit", counting_fit)
+    config = _risk_config(["late_bills_12m", "noise"])
+    whole = risk_lib.train(labelled, config)
+    capped = risk_lib.train(labelled, config | {"baseline_max_rows": 1000})
+    assert fitted[0] > 1000 and fitted[1:] == [1000]
+    # Still a fair yardstick: the same ranking quality within a little, and the boosted model,
+    # which sees every row, unchanged.
+    assert abs(capped.metrics["logistic"]["auc"] - whole.metrics["logistic"]["auc"]) < 0.03
+    assert capped.metrics["gbm"] == whole.metrics["gbm"]
+    picked = risk_lib._sample(5000, 1000, seed=0)
+    assert len(set(picked)) == 1000 and (np.diff(picked) > 0).all()
+    assert (picked == risk_lib._sample(5000, 1000, seed=0)).all()
+    assert (risk_lib._sample(800, 1000, seed=0) == np.arange(800)).all()
+
+
 def test_grades_follow_the_configured_bounds():
     grades = load_config("risk")["grades"]
     assert risk_lib.grade(np.array([0.0, 0.029, 0.03, 0.2, 0.3, 0.99]), grades) == [

@@ -152,13 +152,18 @@ change_points as (
 -- point to pick one per day cost a second sort of all the readings, and at 100,000 accounts
 -- more memory than DUCKDB_MEMORY_LIMIT's 4 GiB. They are looked up in the staging view, not
 -- in `readings`: a CTE read twice is materialised, all 71 M readings of 100,000 accounts
--- (the model took 82 s, now 48 s, alone).
+-- (the model took 82 s, now 48 s, alone). An incremental build keeps no point before
+-- read_from, so it looks up only those days: the same constant then reaches the raw scan, and
+-- the 71 M readings are not deduplicated for it (19.7 s → 12.0 s for the increment of 100,000 accounts, alone).
 change_days_read as (
     select readings.meter_id, readings.customer_id, readings.reading_date
     from {{ ref('stg_ami__daily_readings') }} as readings
     semi join change_points on readings.meter_id = change_points.meter_id
         and readings.customer_id is not distinct from change_points.customer_id
         and readings.reading_date = change_points.reading_date
+    {%- if partial %}
+    where readings.reading_date >= '{{ read_from }}'::date
+    {%- endif %}
 ),
 
 change_points_kept as (

@@ -169,7 +169,7 @@ def bench_size(accounts: int, months: int, root: Path, memory_limit: str, pandas
     # The floor: compiled outside the clock, run in a child process like the stages.
     manifest = compile_features(warehouse, root / "floor_target")
     (root / "floor.sql").write_text(floor_sql(manifest))
-    floor_run = [PY, "-c", FLOOR_RUNNER, str(warehouse), str(root / "floor.sql"), memory_limit]
+    floor_run = [PY, "-c", FLOOR_RUNNER, str(warehouse), str(root / "floor.sql")]
     floor_seconds, floor_rss, floor_ok = timed(floor_run, env, log)
     with duckdb.connect(str(warehouse), read_only=True) as con:
         agreement = disagreements(
@@ -213,7 +213,8 @@ import sys
 from pathlib import Path
 sys.path.insert(0, ".")
 from bench.floor import run_floor
-run_floor(Path(sys.argv[1]), Path(sys.argv[2]).read_text(), sys.argv[3] or None)
+from orchestration.settings import Settings
+run_floor(Path(sys.argv[1]), Path(sys.argv[2]).read_text(), Settings.from_env().duckdb_config)
 """
 
 

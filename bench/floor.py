@@ -76,9 +76,9 @@ def floor_sql(manifest: dict) -> str:
     )
 
 
-def run_floor(warehouse: Path, sql: str, memory_limit: str | None = None) -> None:
-    config = {"memory_limit": memory_limit} if memory_limit else {}
-    with duckdb.connect(str(warehouse), config=config) as con:
+def run_floor(warehouse: Path, sql: str, config: dict[str, str | int] | None = None) -> None:
+    """Run the floor's statement with the DuckDB ``config`` the platform's stages use."""
+    with duckdb.connect(str(warehouse), config=config or {}) as con:
         con.execute("create schema if not exists bench")
         con.execute(sql)
 

@@ -11,7 +11,7 @@ from orchestration.definitions import build_definitions
 from orchestration.partitions import MONTHS, landing_months
 from orchestration.resources import FinegridResource
 from orchestration.runner import RANGE_END, RANGE_START, check_evaluations
-from orchestration.settings import ConfigError
+from orchestration.settings import ConfigError, Settings
 from tests.conftest import PII_KEY
 
 
@@ -92,6 +92,20 @@ def test_importing_the_code_location_reads_no_manifest(monkeypatch):
 def test_a_missing_manifest_says_what_to_run(tmp_path):
     with pytest.raises(ConfigError, match="make setup"):
         manifest_path(tmp_path / "target")
+
+
+def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
+    # Compaction off unless asked for: it rewrote the raw tables at every checkpoint.
+    env = {"WAREHOUSE_PATH": str(tmp_path / "w.duckdb"), "DUCKDB_MEMORY_LIMIT": "1GiB"}
+    with Settings.from_env(env).connect() as con:
+        limit, vacuum = con.execute(
+            "select current_setting('memory_limit'), current_setting('max_vacuum_tasks')"
+        ).fetchone()
+    assert (limit, vacuum) == ("1.0 GiB", 0)
+    with Settings.from_env(env | {"DUCKDB_MAX_VACUUM_TASKS": "25"}).connect() as con:
+        assert con.execute("select current_setting('max_vacuum_tasks')").fetchone()[0] == 25
+    with pytest.raises(ConfigError, match="DUCKDB_MAX_VACUUM_TASKS must be a whole number"):
+        Settings.from_env(env | {"DUCKDB_MAX_VACUUM_TASKS": "-1"})
 
 
 def test_the_whole_ingestion_materialises_and_its_checks_pass(defs, drop, tmp_path, monkeypatch):

@@ -409,7 +409,7 @@ def report(context: dg.AssetExecutionContext, finegrid: FinegridResource) -> dg.
 )
 def analytics_snapshot(finegrid: FinegridResource) -> dg.MaterializeResult:
     settings = finegrid.settings()
-    result = write_snapshot(settings.warehouse_path, settings.publish_dir, settings.memory_limit)
+    result = write_snapshot(settings.warehouse_path, settings.publish_dir, settings.duckdb_config)
     return dg.MaterializeResult(
         metadata={
             "path": str(result.path),

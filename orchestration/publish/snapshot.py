@@ -40,15 +40,17 @@ def shared_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[st
     ).fetchall()
 
 
-def write_snapshot(warehouse: Path, publish_dir: Path, memory_limit: str = "-1") -> SnapshotResult:
-    """Copy the shared schemas of ``warehouse`` into ``publish_dir/analytics.duckdb``, within
-    DuckDB's ``memory_limit`` (the platform's DUCKDB_MEMORY_LIMIT; without it the copy of
-    100,000 accounts' marts peaked at 14.5 GiB)."""
+def write_snapshot(
+    warehouse: Path, publish_dir: Path, config: dict[str, str | int] | None = None
+) -> SnapshotResult:
+    """Copy the shared schemas of ``warehouse`` into ``publish_dir/analytics.duckdb`` with the
+    platform's DuckDB ``config`` (its memory limit: without it the copy of 100,000 accounts'
+    marts peaked at 14.5 GiB)."""
     final = publish_dir / SNAPSHOT_NAME
     counts: dict[str, int] = {}
     with replaced(final) as tmp:
         # The new file is the connection's own database; the warehouse is only read.
-        with duckdb.connect(str(tmp), config={"memory_limit": memory_limit}) as con:
+        with duckdb.connect(str(tmp), config=config or {}) as con:
             # Attached under the name DuckDB gives it, as when dbt opened it: the catalog in
             # which dbt's views name the tables they read.
             con.execute(f"ATTACH '{warehouse}' (READ_ONLY)")

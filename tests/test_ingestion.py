@@ -411,6 +411,60 @@ def test_a_failure_before_the_ledger_row_leaves_no_rows_and_a_re_run_loads_once(
         assert rows == _scalar(reference, f"SELECT count(*) FROM {contract.raw_table}")
 
 
+def test_the_next_file_is_read_while_one_loads_and_outcomes_keep_file_order(tmp_path, monkeypatch):
+    """Four payment files: a good one; one whose marker's checksum is wrong and whose quote never
+    closes; a good one; one without a marker. The second is read while the first loads; the
+    outcomes follow the files, and the bad file is rejected for its checksum, as when files were
+    read one by one (its read error is never asked for)."""
+    import threading
+
+    from orchestration.ingest import loader
+    from orchestration.ingest.pii import attach_vault
+    from tests.landing import text_file
+
+    contract = CONTRACTS["fin__payment"]
+    header = [c.name for c in contract.columns]
+    good, other = (text_file(contract, header, [[v] * len(header)] * 3) for v in "xy")
+    broken = good + b'"never closed,\r\n'
+    landing = tmp_path / "landing"
+    paths = [
+        put(landing, contract, "20251001", good, marker(good, 3, "202509", "20251001")),
+        put(landing, contract, "20251002", broken, marker(good, 3, "202509", "20251002")),
+        put(landing, contract, "20251003", other, marker(other, 3, "202509", "20251003")),
+        put(landing, contract, "20251004", good, None),
+    ]
+    second_read = threading.Event()
+    overlapped: list[bool] = []
+    real_read, real_load = loader.read_file, loader._load_records
+
+    def read(path, contract_):
+        try:
+            return real_read(path, contract_)
+        finally:
+            if path == paths[1]:
+                second_read.set()
+
+    def load(con, contract_, file, *args):
+        if file.path == paths[0]:
+            overlapped.append(second_read.wait(timeout=30))
+        return real_load(con, contract_, file, *args)
+
+    monkeypatch.setattr(loader, "read_file", read)
+    monkeypatch.setattr(loader, "_load_records", load)
+    con = duckdb.connect()
+    attach_vault(con, tmp_path / "vault.duckdb", PII_KEY)
+    outcome = loader.ingest_extract(con, landing, contract)
+    con.close()
+    assert overlapped == [True]
+    assert [(Path(f.source_file).name, f.status) for f in outcome.files] == [
+        ("payment_20251001.csv", "loaded"),
+        ("payment_20251002.csv", "rejected"),
+        ("payment_20251003.csv", "loaded"),
+        ("payment_20251004.csv", "pending"),
+    ]
+    assert "differs from the marker" in outcome.files[1].reason
+
+
 def test_quarantined_free_text_is_masked_like_raw(tmp_path):
     """A work order quarantined for a bad code, and a line that is not JSON, both carrying a
     phone number in their text: the quarantine keeps them masked, as raw would."""

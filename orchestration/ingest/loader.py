@@ -11,7 +11,9 @@ at all, and a re-run picks it up again. Files without a marker are recorded as p
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,15 +178,28 @@ def ingest_extract(
     outcome = ExtractOutcome(contract.name)
     known = _ledger(con, contract)
     loaded_by_sha = {sha: path for path, (status, sha) in known.items() if status == "loaded"}
+    # What to do with each file, in order; the files to load are read one ahead (below).
+    plan: list[tuple[lz.LandingFile, bool]] = []  # (file, to load: else record it pending)
     for file in lz.list_files(landing, contract):
         status = known.get(file.relative, (None, None))[0]
         if status == "rejected":  # recorded before a crash, not yet moved aside
             lz.move_aside(landing, file, "rejected earlier; see ops.load_ledger")
-            continue
-        if status in ("loaded", "duplicate"):
-            continue
-        if not file.is_marked:
+        elif status in ("loaded", "duplicate"):
+            pass
+        elif not file.is_marked:
             if status is None:
+                plan.append((file, False))
+        elif periods is None or lz.marker_period(file) in (*periods, None):
+            plan.append((file, True))
+        # else another month's file: its own partition loads it
+    with closing(_read_ahead([file for file, to_load in plan if to_load], contract)) as reads:
+        for file, to_load in plan:
+            if to_load:
+                parse = next(reads)
+                outcome.files.append(
+                    _ingest_file(con, landing, contract, file, parse, loaded_by_sha, log)
+                )
+            else:
                 _record(
                     con,
                     contract,
@@ -193,12 +208,26 @@ def ingest_extract(
                     reason="no .ok marker yet: the file may still be being written",
                 )
                 outcome.files.append(FileOutcome(file.relative, "pending"))
-            continue
-        if periods is not None and lz.marker_period(file) not in (*periods, None):
-            continue  # another month's file: its own partition loads it
-        result = _ingest_file(con, landing, contract, file, loaded_by_sha, log)
-        outcome.files.append(result)
     return outcome
+
+
+def _read_ahead(files: list[lz.LandingFile], contract: Contract) -> Iterator[Callable[[], Parsed]]:
+    """For each file in turn, a call that returns it read (or raises what reading raised); the
+    next file is read in a second thread meanwhile.
+
+    Python's CSV parsing holds the interpreter while DuckDB's load of a file releases it, and a
+    file of 100,000 rows is loaded by one of DuckDB's threads: reading the next file on the
+    idle core overlaps the two. A file later rejected (sha256, duplicate) is read for nothing;
+    its reading's error, if any, is raised only if it is asked for."""
+    if not files:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(read_file, files[0].path, contract)
+        for following in [*files[1:], None]:
+            current = pending
+            if following is not None:
+                pending = pool.submit(read_file, following.path, contract)
+            yield current.result
 
 
 class _Rejected(Exception):
@@ -214,11 +243,12 @@ def _ingest_file(
     landing: Path,
     contract: Contract,
     file: lz.LandingFile,
+    parse: Callable[[], Parsed],
     loaded_by_sha: dict[str, str],
     log: Callable[[str], None],
 ) -> FileOutcome:
     try:
-        return _verify_and_load(con, contract, file, loaded_by_sha, log)
+        return _verify_and_load(con, contract, file, parse, loaded_by_sha, log)
     except _Rejected as r:
         _record(con, contract, file, status="rejected", marker=r.marker, sha=r.sha, reason=r.reason)
         lz.move_aside(landing, file, r.reason)
@@ -230,6 +260,7 @@ def _verify_and_load(
     con: duckdb.DuckDBPyConnection,
     contract: Contract,
     file: lz.LandingFile,
+    parse: Callable[[], Parsed],
     loaded_by_sha: dict[str, str],
     log: Callable[[str], None],
 ) -> FileOutcome:
@@ -261,7 +292,7 @@ def _verify_and_load(
         log(f"duplicate {file.relative} = {original}")
         return FileOutcome(file.relative, "duplicate", reason=f"identical to {original}")
     try:
-        parsed = read_file(file.path, contract)
+        parsed = parse()
     except UnreadableFile as exc:
         raise _Rejected(f"{file.relative}: {exc}", marker, sha) from exc
     if parsed.records != marker.rows:

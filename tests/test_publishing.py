@@ -586,3 +586,33 @@ def test_a_snapshot_holds_a_mart_view_as_a_table_without_the_schema_it_reads(tmp
             "SELECT table_schema, table_name, table_type FROM information_schema.tables"
         ).fetchall()
     assert kinds == [("marts", "daily", "BASE TABLE")]
+
+
+def test_a_snapshot_keeps_a_view_over_shared_tables_a_view_of_its_own_copies(tmp_path):
+    """A mart view over a mart table (fct_hourly_load over fct_daily_load_profile), beside one
+    over a view of it: both stay views in the snapshot, reading the snapshot's copy, also when
+    the file is attached under another name; nothing names the warehouse any more."""
+    from orchestration.publish.snapshot import write_snapshot
+
+    warehouse = tmp_path / "city.2025.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE SCHEMA marts")
+        con.execute("CREATE TABLE marts.days AS SELECT range AS d, [d, d + 1] AS h FROM range(3)")
+        con.execute('CREATE VIEW marts.hours AS SELECT d, unnest(h) AS x FROM "city".marts.days')
+        con.execute("CREATE VIEW marts.big_hours AS SELECT * FROM city.marts.hours WHERE x > 1")
+    result = write_snapshot(warehouse, tmp_path / "publish")
+    assert result.tables == {"marts.big_hours": 3, "marts.days": 3, "marts.hours": 6}
+    moved = tmp_path / "elsewhere.duckdb"
+    moved.write_bytes(result.path.read_bytes())
+    with duckdb.connect() as con:
+        con.execute(f"ATTACH '{moved}' AS analyst (READ_ONLY)")
+        kinds = con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_catalog = 'analyst' ORDER BY 1"
+        ).fetchall()
+        rows = con.execute("SELECT sum(x) FROM analyst.marts.hours").fetchone()[0]
+        sql = con.execute("SELECT string_agg(sql, ' ') FROM duckdb_views() WHERE NOT internal")
+        text = sql.fetchone()[0]
+    assert kinds == [("big_hours", "VIEW"), ("days", "BASE TABLE"), ("hours", "VIEW")]
+    assert rows == 0 + 1 + 1 + 2 + 2 + 3
+    assert "city" not in text

@@ -29,7 +29,9 @@ class SnapshotResult:
     bytes: int
 
 
-def shared_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str, str, str]]:
+def shared_tables(
+    con: duckdb.DuckDBPyConnection, catalog: str
+) -> list[tuple[str, str, str | None]]:
     """The shared schemas' tables and views: (schema, name, view SQL or None)."""
     return con.execute(
         f"""SELECT t.table_schema, t.table_name, v.sql

@@ -112,13 +112,23 @@ _SCHEMAS: dict[str, dict] = {
     },
     "risk": {
         "type": "object",
-        "required": ["version", "seed", "label", "grades", "features", "gate"],
+        "required": ["version", "seed", "label", "boosting", "grades", "features", "gate"],
         "additionalProperties": False,
         "properties": {
             "version": _NAME,
             "seed": {"type": "integer"},
             "min_history_months": {"type": "integer", "minimum": 0},
             "baseline_max_rows": {"type": "integer", "minimum": 1000},
+            "boosting": {
+                "type": "object",
+                "required": ["learning_rate", "max_iter"],
+                "additionalProperties": False,
+                "properties": {
+                    "learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "max_iter": {"type": "integer", "minimum": 1},
+                    "max_rows": {"type": "integer", "minimum": 1000},
+                },
+            },
             "label": {
                 "type": "object",
                 "required": ["days_overdue", "horizon_months"],

@@ -158,8 +158,11 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
     if y_fit.sum() < 5 or y_hold.sum() < 1 or y_cal.sum() < 1:
         raise ValueError("too few customers fell into arrears to train and evaluate on")
 
-    gbm = _gbm(seed).fit(x_fit, y_fit)
-    # The baseline is a yardstick: it learns from a seeded sample (risk.yaml, baseline_max_rows).
+    boosting = config["boosting"]
+    # Both learn from seeded samples of at most max_rows and baseline_max_rows rows (risk.yaml);
+    # the baseline is a yardstick.
+    rows = _sample(len(x_fit), boosting.get("max_rows"), seed)
+    gbm = _gbm(seed, boosting).fit(x_fit[rows], y_fit[rows])
     sample = _sample(len(x_fit), config.get("baseline_max_rows"), seed)
     logit = make_pipeline(
         SimpleImputer(strategy="median"),
@@ -173,9 +176,12 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
     last = known.filter(pl.col("as_of_month") == split.holdout_months[-1])
     # Without both outcomes in the last month there is nothing to calibrate a refit on: the
     # evaluated model scores.
+    rows = _sample(refit.height, boosting.get("max_rows"), seed)
     scorer = (
         _calibrate(
-            _gbm(seed).fit(_matrix(refit, features), refit["label"].to_numpy()),
+            _gbm(seed, boosting).fit(
+                _matrix(refit[rows], features), refit["label"].to_numpy()[rows]
+            ),
             _matrix(last, features),
             last["label"].to_numpy(),
         )
@@ -212,10 +218,10 @@ def _sample(n: int, at_most: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, at_most, replace=False))
 
 
-def _gbm(seed: int) -> HistGradientBoostingClassifier:
+def _gbm(seed: int, boosting: dict) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
-        learning_rate=0.06,
-        max_iter=300,
+        learning_rate=boosting["learning_rate"],
+        max_iter=boosting["max_iter"],
         max_leaf_nodes=15,
         min_samples_leaf=40,
         l2_regularization=1.0,

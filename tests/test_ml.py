@@ -180,13 +180,15 @@ def _history(n_customers: int = 400, months: int = 14, seed: int = 5) -> pl.Data
 
 
 def _risk_config(features: list[str]) -> dict:
-    """The shipped grades with a small label window, for the synthetic histories."""
+    """The shipped grades and boosting with a small label window, for the synthetic histories."""
+    shipped = load_config("risk")
     return {
         "seed": 0,
         "features": features,
         "label": {"days_overdue": 30, "horizon_months": 3},
         "min_history_months": 2,
-        "grades": load_config("risk")["grades"],
+        "boosting": shipped["boosting"],
+        "grades": shipped["grades"],
     }
 
 
@@ -251,6 +253,28 @@ def test_the_logistic_baseline_learns_from_a_capped_seeded_sample(monkeypatch):
     assert len(set(picked)) == 1000 and (np.diff(picked) > 0).all()
     assert (picked == risk_lib._sample(5000, 1000, seed=0)).all()
     assert (risk_lib._sample(800, 1000, seed=0) == np.arange(800)).all()
+
+
+def test_the_boosted_model_learns_and_is_refit_from_capped_seeded_samples(monkeypatch):
+    labelled = risk_lib.add_labels(_history(months=18), 30, 3)
+    fitted: list[int] = []
+    fit = risk_lib.HistGradientBoostingClassifier.fit
+
+    def counting_fit(self, x, y, *args, **kwargs):
+        fitted.append(len(x))
+        return fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(risk_lib.HistGradientBoostingClassifier, "fit", counting_fit)
+    config = _risk_config(["late_bills_12m", "noise"])
+    whole = risk_lib.train(labelled, config)
+    capped_config = config | {"boosting": config["boosting"] | {"max_rows": 1500}}
+    capped = risk_lib.train(labelled, capped_config)
+    # The evaluated model, then the refit on more months: each on at most max_rows rows.
+    assert len(fitted) == 4 and 1500 < fitted[0] < fitted[1]
+    assert fitted[2:] == [1500, 1500]
+    assert capped.metrics["gbm"]["auc"] > 0.7
+    assert capped.metrics["logistic"] == whole.metrics["logistic"]
+    assert capped.metrics["gbm"] == risk_lib.train(labelled, capped_config).metrics["gbm"]
 
 
 def test_grades_follow_the_configured_bounds():

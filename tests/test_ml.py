@@ -231,16 +231,22 @@ def test_the_risk_model_learns_the_latent_risk_and_grades_it():
     assert "late_bills_12m" in worst["top_reasons"]
 
 
-def test_the_logistic_baseline_learns_from_a_capped_seeded_sample(monkeypatch):
-    labelled = risk_lib.add_labels(_history(months=18), 30, 3)
+def _count_fits(monkeypatch, estimator: type) -> list[int]:
+    """The number of rows of each fit of ``estimator``, appended as they happen."""
     fitted: list[int] = []
-    fit = risk_lib.LogisticRegression.fit
+    fit = estimator.fit
 
     def counting_fit(self, x, y, *args, **kwargs):
         fitted.append(len(x))
         return fit(self, x, y, *args, **kwargs)
 
-    monkeypatch.setattr(risk_lib.LogisticRegression, "fit", counting_fit)
+    monkeypatch.setattr(estimator, "fit", counting_fit)
+    return fitted
+
+
+def test_the_logistic_baseline_learns_from_a_capped_seeded_sample(monkeypatch):
+    labelled = risk_lib.add_labels(_history(months=18), 30, 3)
+    fitted = _count_fits(monkeypatch, risk_lib.LogisticRegression)
     config = _risk_config(["late_bills_12m", "noise"])
     whole = risk_lib.train(labelled, config)
     capped = risk_lib.train(labelled, config | {"baseline_max_rows": 1000})
@@ -257,14 +263,7 @@ def test_the_logistic_baseline_learns_from_a_capped_seeded_sample(monkeypatch):
 
 def test_the_boosted_model_learns_and_is_refit_from_capped_seeded_samples(monkeypatch):
     labelled = risk_lib.add_labels(_history(months=18), 30, 3)
-    fitted: list[int] = []
-    fit = risk_lib.HistGradientBoostingClassifier.fit
-
-    def counting_fit(self, x, y, *args, **kwargs):
-        fitted.append(len(x))
-        return fit(self, x, y, *args, **kwargs)
-
-    monkeypatch.setattr(risk_lib.HistGradientBoostingClassifier, "fit", counting_fit)
+    fitted = _count_fits(monkeypatch, risk_lib.HistGradientBoostingClassifier)
     config = _risk_config(["late_bills_12m", "noise"])
     whole = risk_lib.train(labelled, config)
     capped_config = config | {"boosting": config["boosting"] | {"max_rows": 1500}}

@@ -252,7 +252,7 @@ def test_the_logistic_baseline_learns_from_a_capped_seeded_sample(monkeypatch):
     capped = risk_lib.train(labelled, config | {"baseline_max_rows": 1000})
     assert fitted[0] > 1000 and fitted[1:] == [1000]
     # Still a fair yardstick: the same ranking quality within a little, and the boosted model,
-    # which sees every row, unchanged.
+    # which sees every row here (fewer than its own cap), unchanged.
     assert abs(capped.metrics["logistic"]["auc"] - whole.metrics["logistic"]["auc"]) < 0.03
     assert capped.metrics["gbm"] == whole.metrics["gbm"]
     picked = risk_lib._sample(5000, 1000, seed=0)

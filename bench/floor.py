@@ -97,7 +97,8 @@ def disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str, keys: list[str
     1e-9 relative: DuckDB sums doubles in parallel, in no fixed order)."""
     columns = con.execute(
         "select column_name, data_type from information_schema.columns "
-        "where table_schema || '.' || table_name = ? order by ordinal_position",
+        "where table_catalog = current_database() and table_schema || '.' || table_name = ? "
+        "order by ordinal_position",
         [a],
     ).fetchall()
     on = " and ".join(f"x.{k} = y.{k}" for k in keys)

@@ -2,7 +2,7 @@
 benchmark can time it and read its peak memory on its own (``bench/bench_pipeline.py`` runs
 each stage as a child process).
 
-    python bench/stage.py ingest|features|dbt|ml|publish|increment
+    python bench/stage.py ingest|features|dbt|ml|publish|increment|run
 
 Paths come from the environment, as for ``python -m orchestration run``; ``DAGSTER_HOME`` keeps
 the month partitions from one stage to the next.
@@ -21,7 +21,7 @@ from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.partitions import MONTHS, landing_months  # noqa: E402
 from orchestration.runner import RANGE_END, RANGE_START, run_months, stage_keys  # noqa: E402
 
-STAGES = ("ingest", "features", "dbt", "ml", "publish", "increment")
+STAGES = ("ingest", "features", "dbt", "ml", "publish", "increment", "run")
 FEATURES = dg.AssetKey(["marts", "customer_features"])
 
 
@@ -52,10 +52,11 @@ def main(stage: str) -> int:
     with dg.DagsterInstance.get() as instance:
         known = set(instance.get_dynamic_partitions(MONTHS.name))
         instance.add_dynamic_partitions(MONTHS.name, [m for m in months if m not in known])
-        if stage == "increment":
-            # What the platform does for a month that lands: its files, the warehouse, then the
-            # models and publishing for it.
-            outcome = run_months(defs, instance, months[-1:], months[-1:])
+        if stage in ("increment", "run"):
+            # What the platform does for a month that lands (`run`: for every month, as `make
+            # run` does): the files, the warehouse, then the models and publishing for the last.
+            landed = months[-1:] if stage == "increment" else months
+            outcome = run_months(defs, instance, landed, months[-1:])
             return 0 if outcome.success else 1
         selection = selections(defs)[stage]
         job = defs.resolve_implicit_global_asset_job_def()

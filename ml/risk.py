@@ -173,15 +173,13 @@ def train(labelled: pl.DataFrame, config: dict) -> RiskModel:
 
     p_hold, p_base = model.predict_proba(x_hold)[:, 1], baseline.predict_proba(x_hold)[:, 1]
     refit = known.filter(pl.col("as_of_month").is_in(split.refit_months))
+    refit = refit[_sample(refit.height, boosting.get("max_rows"), seed)]
     last = known.filter(pl.col("as_of_month") == split.holdout_months[-1])
     # Without both outcomes in the last month there is nothing to calibrate a refit on: the
     # evaluated model scores.
-    rows = _sample(refit.height, boosting.get("max_rows"), seed)
     scorer = (
         _calibrate(
-            _gbm(seed, boosting).fit(
-                _matrix(refit[rows], features), refit["label"].to_numpy()[rows]
-            ),
+            _gbm(seed, boosting).fit(_matrix(refit, features), refit["label"].to_numpy()),
             _matrix(last, features),
             last["label"].to_numpy(),
         )

@@ -37,6 +37,7 @@ from orchestration.settings import instance_env  # noqa: E402
 PY = sys.executable
 MONTHS = 24  # the default; --months changes it (1,000,000 × 24 months needs ~200 GiB of disk)
 END = 202511  # the month after them, held back for the increment; the months before end in 2025-10
+FEATURE_KEYS = ["customer_id", "as_of_month"]  # a row of customer_features
 
 
 @dataclass
@@ -178,9 +179,7 @@ def bench_size(accounts: int, months: int, root: Path, memory_limit: str, pandas
     floor_run = [PY, "-c", FLOOR_RUNNER, str(warehouse), str(root / "floor.sql")]
     floor_seconds, floor_rss, floor_ok = timed(floor_run, env, log)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        agreement = disagreements(
-            con, "marts.customer_features", FLOOR_TABLE, ["customer_id", "as_of_month"]
-        )
+        agreement = disagreements(con, "marts.customer_features", FLOOR_TABLE, FEATURE_KEYS)
     feature_stage = next(s for s in stages if s.name == "features")
     if accounts <= pandas_max:
         baseline = pandas_baseline(root, env, log, feature_stage.seconds)
@@ -233,7 +232,7 @@ def one_run(env: dict[str, str], log: Path, staged: Path) -> dict:
                 con,
                 "marts.customer_features",
                 "staged.marts.customer_features",
-                ["customer_id", "as_of_month"],
+                FEATURE_KEYS,
             )
     for name in ("WAREHOUSE_PATH", "PII_VAULT_PATH"):
         Path(env[name]).unlink(missing_ok=True)

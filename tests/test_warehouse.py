@@ -945,12 +945,8 @@ def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built,
 
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"attach '{full}' as refreshed (read_only)")
-        con.execute("create schema rebuilt")
-        for name, (schema, _keys) in tables.items():
-            con.execute(f"create table rebuilt.{name} as select * from refreshed.{schema}.{name}")
-        con.execute("detach refreshed")
         for name, (schema, keys) in tables.items():
-            found = disagreements(con, f"{schema}.{name}", f"rebuilt.{name}", keys)
+            found = disagreements(con, f"{schema}.{name}", f"refreshed.{schema}.{name}", keys)
             assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}, name
         rebuilt = con.execute(
             "select load_month, count(*) filter (where b.peak_kw <> a.peak_kw) "

@@ -334,6 +334,7 @@ def _verify_and_load(
         what = "not a readable Parquet file" if parsed.parquet_path else "cannot be loaded"
         raise _Rejected(f"{what}: {exc}", marker, sha) from exc
     loaded_by_sha[sha] = file.relative
+    log(f"loaded {file.relative}: {loaded} rows, {quarantined} quarantined")
     if extra:
         log(f"{file.relative}: extra column(s) {extra} tolerated and kept in _extra")
     return FileOutcome(file.relative, "loaded", loaded, quarantined, extra_columns=extra)

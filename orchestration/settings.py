@@ -46,9 +46,9 @@ class ConfigError(RuntimeError):
     """A setting that is missing or wrong, named."""
 
 
-def _count(name: str, value: str) -> int:
-    if not value.strip().isdigit():
-        raise ConfigError(f"{name} must be a whole number of 0 or more, not {value!r}")
+def _count(name: str, value: str, least: int = 0) -> int:
+    if not value.strip().isdigit() or int(value) < least:
+        raise ConfigError(f"{name} must be a whole number of {least} or more, not {value!r}")
     return int(value)
 
 
@@ -62,6 +62,9 @@ class Settings:
     model_dir: Path = Path(DEFAULTS["MODEL_DIR"])
     memory_limit: str = DEFAULTS["DUCKDB_MEMORY_LIMIT"]
     max_vacuum_tasks: int = int(DEFAULTS["DUCKDB_MAX_VACUUM_TASKS"])
+    # DBT_THREADS is read by dbt itself (dbt_project/profiles.yml, which holds the default);
+    # it is checked here so that a wrong value fails before a run, named, not inside dbt.
+    dbt_threads: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -79,6 +82,11 @@ class Settings:
             model_dir=Path(get("MODEL_DIR")),
             memory_limit=get("DUCKDB_MEMORY_LIMIT"),
             max_vacuum_tasks=_count("DUCKDB_MAX_VACUUM_TASKS", get("DUCKDB_MAX_VACUUM_TASKS")),
+            dbt_threads=(
+                _count("DBT_THREADS", env["DBT_THREADS"], least=1)
+                if env.get("DBT_THREADS")
+                else None
+            ),
         )
 
     @property

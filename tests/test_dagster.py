@@ -108,6 +108,15 @@ def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
         Settings.from_env(env | {"DUCKDB_MAX_VACUUM_TASKS": "-1"})
 
 
+@pytest.mark.parametrize("value", ["0", "two", "-2", "1.5"])
+def test_a_wrong_dbt_thread_count_fails_before_dbt_runs(value):
+    with pytest.raises(
+        ConfigError, match=f"DBT_THREADS must be a whole number of 1 or more, not '{value}'"
+    ):
+        Settings.from_env({"DBT_THREADS": value})
+    assert Settings.from_env({"DBT_THREADS": "3"}).dbt_threads == 3
+
+
 def test_the_whole_ingestion_materialises_and_its_checks_pass(defs, drop, tmp_path, monkeypatch):
     landing = tmp_path / "landing"
     shutil.copytree(drop.landing, landing)

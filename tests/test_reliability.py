@@ -114,6 +114,13 @@ class Instance:
         """dbt's folder for this warehouse, kept under the project's target/ between runs."""
         return dbt_target_path(self.warehouse)
 
+    def dbt_threads(self) -> int:
+        """The threads dbt's last invocation on this warehouse ran with, as its log says."""
+        said = re.findall(
+            r"Concurrency: (\d+) threads", (self.dbt_target() / "dbt.log").read_text()
+        )
+        return int(said[-1])
+
     def remove_dbt_target(self) -> None:
         shutil.rmtree(self.dbt_target(), ignore_errors=True)
 
@@ -206,6 +213,8 @@ def test_a_run_killed_in_ingestion_and_in_dbt_ends_equal_to_an_uninterrupted_run
     reference, tmp_path
 ):
     crashed = Instance(tmp_path / "crashed", dagster_home=False)
+    # dbt one node at a time here, two (the profile's default) in the reference: same results.
+    crashed.env["DBT_THREADS"] = "1"
     shutil.copytree(reference.drop.landing, crashed.env["LANDING_DIR"])
     try:
         _crash_and_recover(crashed, reference)
@@ -231,6 +240,7 @@ def _crash_and_recover(crashed: Instance, reference: Reference) -> None:
     assert crashed.ledger_problems() == []
 
     assert crashed.run() == 0, crashed.logs[-1].read_text("utf-8")[-3000:]
+    assert (crashed.dbt_threads(), reference.instance.dbt_threads()) == (1, 2)
     assert crashed.ledger_problems() == []
     assert differences(reference.tables, warehouse_tables(crashed.warehouse)) == []
     assert differences(reference.published, published_files(crashed.publish)) == []

@@ -420,15 +420,22 @@ def _load_records(
                 FROM _staged WHERE len(_reasons) = 0""",
             [now],
         ).fetchone()[0]
-        quarantined = con.execute(
-            f"""INSERT INTO ops.quarantine
-                SELECT {literal(file.relative)}, {ROW_NUMBER}, {line}, {literal(contract.name)},
-                       array_to_string(list_transform(_reasons, r -> split_part(r, ':', 1)), ', '),
-                       array_to_string(_reasons, '; '), CAST(json_object({shown}) AS VARCHAR),
-                       ?::TIMESTAMP
-                FROM _staged WHERE len(_reasons) > 0""",
-            [now],
-        ).fetchone()[0]
+        # When every staged row loaded, none failed a check: a pass to find them would read
+        # and check the whole file again. The bench's daily readings and curves never have one:
+        # 8 files of 100,000 accounts' readings loaded in 15.3 s → 13.8 s, curves 12.4 → 11.0 s.
+        quarantined = 0
+        staged = parsed.table.num_rows if parsed.table is not None else parsed.records
+        if loaded != staged:
+            quarantined = con.execute(
+                f"""INSERT INTO ops.quarantine
+                    SELECT {literal(file.relative)}, {ROW_NUMBER}, {line}, {literal(contract.name)},
+                           array_to_string(list_transform(_reasons, r -> split_part(r, ':', 1)),
+                                           ', '),
+                           array_to_string(_reasons, '; '), CAST(json_object({shown}) AS VARCHAR),
+                           ?::TIMESTAMP
+                    FROM _staged WHERE len(_reasons) > 0""",
+                [now],
+            ).fetchone()[0]
         if parsed.bad:
             con.executemany(
                 "INSERT INTO ops.quarantine VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",

@@ -115,11 +115,11 @@ class Instance:
         return dbt_target_path(self.warehouse)
 
     def dbt_threads(self) -> int:
-        """The threads dbt's last invocation on this warehouse ran with, as its log says."""
-        said = re.findall(
-            r"Concurrency: (\d+) threads", (self.dbt_target() / "dbt.log").read_text()
-        )
-        return int(said[-1])
+        """The threads dbt's last invocation on this warehouse ran with, as its log says (dbt
+        rotates its log at 10 MB into dbt.log.1: the line may have moved there)."""
+        logs = [self.dbt_target() / name for name in ("dbt.log.1", "dbt.log")]
+        text = "".join(log.read_text() for log in logs if log.exists())
+        return int(re.findall(r"Concurrency: (\d+) threads", text)[-1])
 
     def remove_dbt_target(self) -> None:
         shutil.rmtree(self.dbt_target(), ignore_errors=True)

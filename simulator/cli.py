@@ -74,9 +74,10 @@ def simulate(
     writer = DropWriter(out, contracts, rates, plan, np.random.default_rng(seed + 2))
     rows = 0
     for month in sim:
-        for name, frame in month.tables.items():
+        for name, frame in month.tables:
             writer.write(name, month.period, frame)
             rows += len(frame)
+            del frame  # before the next table is built: one month's table in memory at a time
     truth.mkdir(parents=True, exist_ok=True)
     sim.truth().write_parquet(truth / "accounts.parquet")
     sim.monthly_energy().write_parquet(truth / "monthly_energy.parquet")

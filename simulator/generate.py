@@ -29,6 +29,18 @@ from simulator.population import WRAP_NONE, Population
 _SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 _EPOCH = dt.date(1970, 1, 1)
 
+# The daily readings and the load curves are built this many accounts at a time: their
+# day-by-day arrays (a register and four rate registers a day, or 96 points a day) built for
+# 1,000,000 accounts at once peaked at 15.4 GiB. Up to these sizes (100,000 accounts: ~9,000
+# with curves) a drop is one block, byte for byte what it was before the blocks.
+ACCOUNT_BLOCK = 250_000
+CURVE_BLOCK = 16_000
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering ``range(n)``; one (empty) when n = 0."""
+    return [slice(i, i + size) for i in range(0, max(n, 1), size)]
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
@@ -60,10 +72,12 @@ def _curve_shapes() -> dict[str, np.ndarray]:
 
 @dataclass
 class MonthTables:
-    """Everything the source systems drop for one business month, by extract name."""
+    """Everything the source systems drop for one business month: (extract name, table) pairs,
+    each built when it is asked for, so that a writer holds one month's table at a time. A
+    month's tables are to be taken in order, and all of them before the next month's."""
 
     period: int
-    tables: dict[str, pl.DataFrame]
+    tables: Iterator[tuple[str, pl.DataFrame]]
 
 
 @dataclass
@@ -88,9 +102,16 @@ class Simulation:
     """Iterate months of extracts for a population; the truth comes from ``truth()``."""
 
     def __init__(
-        self, pop: Population, months: list[int], rng: np.random.Generator, defects: DefectRates
+        self,
+        pop: Population,
+        months: list[int],
+        rng: np.random.Generator,
+        defects: DefectRates,
+        account_block: int = ACCOUNT_BLOCK,
+        curve_block: int = CURVE_BLOCK,
     ) -> None:
         self.pop = pop
+        self.account_block, self.curve_block = account_block, curve_block
         self.months = months
         self.rng = rng
         self.d = defects
@@ -173,6 +194,9 @@ class Simulation:
 
     # ----------------------------------------------------------------------------------------
     def _month(self, t: int, ym: int) -> MonthTables:
+        return MonthTables(ym, self._tables(t, ym))
+
+    def _tables(self, t: int, ym: int) -> Iterator[tuple[str, pl.DataFrame]]:
         pop = self.pop
         days = month_days(ym)
         active = np.flatnonzero((pop.open_month <= t) & (pop.close_month > t))
@@ -190,22 +214,20 @@ class Simulation:
                 schema={"cons_no": pl.String, "month": pl.Int32, "kwh": pl.Float64},
             )
         )
-        tables: dict[str, pl.DataFrame] = {}
         reading, changes = self._readings(active, days, energy)
-        tables["ami__daily_reading"] = reading
-        tables["ami__meter_change"] = changes
-        tables["ami__load_curve"] = self._load_curve(active, days, energy)
-        tables["mkt__cons_archive"] = self._archive(t, ym)
-        bills = self._bills(t, ym, active, energy)
-        tables["mkt__monthly_bill"] = bills
-        tables["fin__payment"] = self._payments(ym)
-        tables["fin__arrears"] = self._arrears(ym)
+        yield "ami__daily_reading", reading
+        del reading
+        yield "ami__meter_change", changes
+        yield "ami__load_curve", self._load_curve(active, days, energy)
+        yield "mkt__cons_archive", self._archive(t, ym)
+        yield "mkt__monthly_bill", self._bills(t, ym, active, energy)
+        yield "fin__payment", self._payments(ym)
+        yield "fin__arrears", self._arrears(ym)
         outages = self._outages(ym, days)
-        tables["om__outage"] = outages
-        tables["crm__work_order"] = self._work_orders(t, ym, days, active, outages)
-        tables["ext__weather_daily"] = self._weather(days, di)
-        tables["ext__economy_monthly"] = self._economy(t, ym)
-        return MonthTables(ym, tables)
+        yield "om__outage", outages
+        yield "crm__work_order", self._work_orders(t, ym, days, active, outages)
+        yield "ext__weather_daily", self._weather(days, di)
+        yield "ext__economy_monthly", self._economy(t, ym)
 
     def _energy(
         self, t: int, ym: int, active: np.ndarray, di: np.ndarray, kinds: list
@@ -248,7 +270,36 @@ class Simulation:
         kwh = mean * np.exp(rng.normal(-0.5 * noise**2, noise, mean.shape))
         return np.round(kwh * 100).astype(np.int64)
 
-    def _readings(self, active: np.ndarray, days: list[dt.date], energy: np.ndarray):
+    def _readings(
+        self, active: np.ndarray, days: list[dt.date], energy: np.ndarray
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The month's daily readings (with a few orphan copies) and meter changes."""
+        frames, change_rows = [], []
+        for block in _blocks(len(active), self.account_block):
+            frame, rows = self._reading_block(active[block], days, energy[block])
+            frames.append(frame)
+            change_rows.extend(rows)
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames)
+        orphan = self._orphan_rows(frame, "CONS_NO", "orphan:ami")
+        orphan = orphan.with_columns(("39" + pl.col("CONS_NO").str.slice(1)).alias("METER_ID"))
+        changes = pl.DataFrame(
+            change_rows,
+            schema={
+                "CONS_NO": pl.String,
+                "OLD_METER_ID": pl.String,
+                "NEW_METER_ID": pl.String,
+                "CHANGE_DATE": pl.Date,
+                "OLD_FINAL_R": pl.Float64,
+                "NEW_INIT_R": pl.Float64,
+            },
+        )
+        return pl.concat([frame, orphan]), changes
+
+    def _reading_block(
+        self, active: np.ndarray, days: list[dt.date], energy: np.ndarray
+    ) -> tuple[pl.DataFrame, list[dict]]:
+        """The readings of the accounts ``active`` (their energy: ``energy``), and the meter
+        changes among them as rows."""
         s, rng, d = self.s, self.rng, self.d
         n_act, n_days = energy.shape
         cum = s.cum_cents[active][:, None] + np.cumsum(energy, axis=1)
@@ -336,20 +387,7 @@ class Simulation:
                 ).alias("COLL_TIME")
             ]
         )
-        orphan = self._orphan_rows(frame, "CONS_NO", "orphan:ami")
-        orphan = orphan.with_columns(("39" + pl.col("CONS_NO").str.slice(1)).alias("METER_ID"))
-        changes = pl.DataFrame(
-            change_rows,
-            schema={
-                "CONS_NO": pl.String,
-                "OLD_METER_ID": pl.String,
-                "NEW_METER_ID": pl.String,
-                "CHANGE_DATE": pl.Date,
-                "OLD_FINAL_R": pl.Float64,
-                "NEW_INIT_R": pl.Float64,
-            },
-        )
-        return pl.concat([frame, orphan]), changes
+        return frame, change_rows
 
     def _orphan_rows(self, frame: pl.DataFrame, col: str, kind: str) -> pl.DataFrame:
         """Copies of a few rows re-keyed to accounts that no archive knows.
@@ -366,15 +404,26 @@ class Simulation:
     def _load_curve(
         self, active: np.ndarray, days: list[dt.date], energy: np.ndarray
     ) -> pl.DataFrame:
-        pop, rng = self.pop, self.rng
-        arch = pop.archetype[active]
+        arch = self.pop.archetype[active]
         is_curve = np.isin(attribute("elec_type")[arch], ["200", "300"])
         k_idx = np.flatnonzero(is_curve)
-        n_days = len(days)
-        rows = len(k_idx) * n_days
-        if rows == 0:
+        if len(k_idx) == 0:
             cols = {"METER_ID": pl.String, "CONS_NO": pl.String, "DATA_DATE": pl.Date}
             return pl.DataFrame(schema=cols | {f"P{i}": pl.Float64 for i in range(1, 97)})
+        frames = [
+            self._curve_block(active, days, energy, k_idx[block])
+            for block in _blocks(len(k_idx), self.curve_block)
+        ]
+        return frames[0] if len(frames) == 1 else pl.concat(frames)
+
+    def _curve_block(
+        self, active: np.ndarray, days: list[dt.date], energy: np.ndarray, k_idx: np.ndarray
+    ) -> pl.DataFrame:
+        """The 96-point curves of the accounts ``active[k_idx]``."""
+        pop, rng = self.pop, self.rng
+        arch = pop.archetype[active]
+        n_days = len(days)
+        rows = len(k_idx) * n_days
         shape = np.stack([self.shapes[c] for c in attribute("curve")[arch[k_idx]]])  # (k, 96)
         kwh = energy[k_idx].astype(np.float64) / 100.0  # (k, days)
         power = kwh[:, :, None] * shape[:, None, :] * 4.0
@@ -385,7 +434,7 @@ class Simulation:
         power = np.asfortranarray(power)  # each P column contiguous for the frame below
         acc = np.repeat(k_idx, n_days)
         meter = self._meter_id(active[acc])
-        frame = pl.DataFrame(
+        return pl.DataFrame(
             {
                 "METER_ID": meter,
                 "CONS_NO": pop.cons_no[active[acc]],
@@ -395,7 +444,6 @@ class Simulation:
                 **{f"P{i + 1}": pl.Series(power[:, i], nan_to_null=True) for i in range(96)},
             }
         )
-        return frame
 
     def _archive(self, t: int, ym: int) -> pl.DataFrame:
         pop = self.pop

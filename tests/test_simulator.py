@@ -1,5 +1,6 @@
 import hashlib
 import json
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -173,3 +174,71 @@ def test_broken_parquet_files_really_do_not_read(drop):
     for path in broken:
         with pytest.raises(Exception):  # noqa: B017 — any reader error will do
             pq.read_table(drop.landing / path)
+
+
+def _months(accounts: int, months: int, rates: DefectRates, **blocks) -> tuple[list[dict], object]:
+    """Each month's tables, straight from the generator (seed 5), and the simulation."""
+    import numpy as np
+
+    from simulator.calendar import month_range
+    from simulator.generate import Simulation
+    from simulator.population import build_population
+
+    rng = np.random.default_rng(5)
+    pop = build_population(accounts, months, rng)
+    sim = Simulation(pop, month_range(202510, months), rng, rates, **blocks)
+    return [dict(month.tables) for month in sim], sim
+
+
+def test_readings_and_curves_built_in_blocks_are_those_built_whole():
+    # Without defects a reading's registers follow from the energy alone, which is drawn before
+    # the blocks: blocks of 7 accounts (3 with curves) must give every account its own
+    # registers. The collection times and the curves' ±5 % noise are drawn block by block, so
+    # they differ, and so does every draw after them: one month is compared.
+    whole = _months(60, 2, DefectRates.none())[0][0]
+    blocked = _months(60, 2, DefectRates.none(), account_block=7, curve_block=3)[0][0]
+    key = ["METER_ID", "DATA_DATE"]
+    a, b = (m["ami__daily_reading"].drop("COLL_TIME").sort(key) for m in (whole, blocked))
+    assert a.height > 50 * 28  # every open account, every day
+    assert a.equals(b)
+    a, b = (
+        m["ami__load_curve"]
+        .select(*key, pl.sum_horizontal(pl.col(r"^P\d+$")).alias("kw"))
+        .sort(key)
+        for m in (whole, blocked)
+    )
+    assert a.height >= 3 * 31 and a.select(key).equals(b.select(key))
+    # The noise of a day's 96 points, or of a month's, leaves their sums far closer than the
+    # energies of two different accounts.
+    assert ((a["kw"] - b["kw"]).abs() <= 0.1 * a["kw"]).all()
+    a, b = (f.group_by("METER_ID").agg(pl.sum("kw")).sort("METER_ID") for f in (a, b))
+    assert ((a["kw"] - b["kw"]).abs() <= 0.02 * a["kw"]).all()
+
+
+def test_meter_changes_built_in_blocks_carry_the_energy_of_their_accounts():
+    # Across a change the month's energy is what the old meter gained up to its final value
+    # plus what the new one gained from its initial value: exact, and only if each block's
+    # registers, changes and energy belong to the same accounts.
+    rates = DefectRates.none().with_overrides({"meter_change": 0.3})
+    (first, second), sim = _months(60, 2, rates, account_block=7, curve_block=3)
+    energy = sim.monthly_energy().filter(pl.col("month") == 202510)
+    readings = pl.concat([first["ami__daily_reading"], second["ami__daily_reading"]])
+    changes = second["ami__meter_change"]
+    compared = 0
+    for change in changes.iter_rows(named=True):
+        before = readings.filter(
+            pl.col("METER_ID") == change["OLD_METER_ID"], pl.col("DATA_DATE") < date(2025, 10, 1)
+        )
+        if before.is_empty():
+            continue  # an account opened this month: no register to start from
+        compared += 1
+        after = readings.filter(pl.col("METER_ID") == change["NEW_METER_ID"])
+        gained = (
+            change["OLD_FINAL_R"]
+            - before.sort("DATA_DATE")["PAP_R"][-1]
+            + after.sort("DATA_DATE")["PAP_R"][-1]
+            - change["NEW_INIT_R"]
+        )
+        month = energy.filter(pl.col("cons_no") == change["CONS_NO"])["kwh"]
+        assert gained == pytest.approx(month[0], abs=0.011), change
+    assert compared >= 10

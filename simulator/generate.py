@@ -31,8 +31,9 @@ _EPOCH = dt.date(1970, 1, 1)
 
 # The daily readings and the load curves are built this many accounts at a time: their
 # day-by-day arrays (a register and four rate registers a day, or 96 points a day) built for
-# 1,000,000 accounts at once peaked at 15.4 GiB. Up to these sizes (100,000 accounts: ~9,000
-# with curves) a drop is one block, byte for byte what it was before the blocks.
+# 1,000,000 accounts at once took the simulator's peak to 15.7 GiB (5 months; 8.9 GiB in
+# blocks). Up to these sizes (100,000 accounts: ~9,000 with curves) a drop is one block, byte
+# for byte what it was before the blocks.
 ACCOUNT_BLOCK = 250_000
 CURVE_BLOCK = 16_000
 

@@ -280,7 +280,7 @@ class Simulation:
             frame, rows = self._reading_block(active[block], days, energy[block])
             frames.append(frame)
             change_rows.extend(rows)
-        frame = frames[0] if len(frames) == 1 else pl.concat(frames)
+        frame = pl.concat(frames)
         orphan = self._orphan_rows(frame, "CONS_NO", "orphan:ami")
         orphan = orphan.with_columns(("39" + pl.col("CONS_NO").str.slice(1)).alias("METER_ID"))
         changes = pl.DataFrame(
@@ -415,17 +415,17 @@ class Simulation:
             self._curve_block(active, days, energy, k_idx[block])
             for block in _blocks(len(k_idx), self.curve_block)
         ]
-        return frames[0] if len(frames) == 1 else pl.concat(frames)
+        return pl.concat(frames)
 
     def _curve_block(
         self, active: np.ndarray, days: list[dt.date], energy: np.ndarray, k_idx: np.ndarray
     ) -> pl.DataFrame:
         """The 96-point curves of the accounts ``active[k_idx]``."""
         pop, rng = self.pop, self.rng
-        arch = pop.archetype[active]
         n_days = len(days)
         rows = len(k_idx) * n_days
-        shape = np.stack([self.shapes[c] for c in attribute("curve")[arch[k_idx]]])  # (k, 96)
+        curves = attribute("curve")[pop.archetype[active[k_idx]]]
+        shape = np.stack([self.shapes[c] for c in curves])  # (k, 96)
         kwh = energy[k_idx].astype(np.float64) / 100.0  # (k, days)
         power = kwh[:, :, None] * shape[:, None, :] * 4.0
         # 30M draws a month at 100k accounts: single precision is plenty for ±5 % noise.

@@ -959,43 +959,37 @@ def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built,
 
 
 ENERGY_MODELS = {
-    # model: (columns a rebuild may differ in, columns that must match exactly)
-    "int_meter_readings": ("computed_at",),
-    "int_daily_energy": ("readings_computed_at",),
+    # model: (its key, its bookkeeping columns, which a rebuild may change)
+    "int_meter_readings": (["meter_id", "reading_date"], ("computed_at",)),
+    "int_daily_energy": (["customer_id", "energy_date"], ("readings_computed_at",)),
+    "int_customer_month_usage": (
+        ["customer_id", "usage_month"],
+        ("energy_computed_at", "weather_loaded_at"),
+    ),
 }
 
 
-def _energy_rows(con: duckdb.DuckDBPyConnection, schema: str, model: str) -> str:
-    """The model's rows as a query, without its bookkeeping columns and with doubles rounded
-    (DuckDB sums a day's pieces in no fixed order)."""
-    columns = con.execute(
-        "select column_name, data_type from information_schema.columns "
-        "where table_catalog = current_database() and table_schema = ? and table_name = ? "
-        "order by ordinal_position",
-        [schema, model],
-    ).fetchall()
-    shown = [
-        f"round({name}, 6) as {name}" if kind == "DOUBLE" else name
-        for name, kind in columns
-        if name not in ENERGY_MODELS[model]
-    ]
-    return f"select {', '.join(shown)} from {schema}.{model}"
-
-
 def _differences(warehouse: Path, reference: Path) -> dict[str, int]:
-    """Rows of each energy model in one warehouse and not the other, both ways."""
+    """Per energy model, the rows in one warehouse and not the other, and the values that
+    differ (to 1e-9 relative: DuckDB sums a day's pieces, and a month's days, in no fixed
+    order), bookkeeping columns aside."""
+    from bench.floor import disagreements
+
     found = {}
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"attach '{reference}' as reference (read_only)")
-        for model in ENERGY_MODELS:
-            mine = _energy_rows(con, "intermediate", model)
-            theirs = _energy_rows(con, "intermediate", model).replace(
-                "from intermediate.", "from reference.intermediate."
+        for model, (keys, bookkeeping) in ENERGY_MODELS.items():
+            mine, theirs = f"intermediate.{model}", f"reference.intermediate.{model}"
+            differing = disagreements(con, mine, theirs, keys)
+            (rows,) = con.execute(
+                f"select (select count(*) from {mine}) - (select count(*) from {theirs})"
+            ).fetchone()
+            found[model] = (
+                abs(rows)  # a key twice in one of them
+                + differing["only_in_first"]
+                + differing["only_in_second"]
+                + sum(n for c, n in differing["columns"].items() if c not in bookkeeping)
             )
-            found[model] = con.execute(
-                f"select (select count(*) from (({mine}) except all ({theirs}))) "
-                f"+ (select count(*) from (({theirs}) except all ({mine})))"
-            ).fetchone()[0]
     return found
 
 
@@ -1124,6 +1118,46 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     late = increment([reextract.format(value="PAP_R - 0.5", cons_no="CONS_NO", n=1)])
     assert late == {model: 0 for model in models}
     assert rebuilt_share() < 0.5
+
+    # The monthly usage adds up days with their district's weather: a late re-extract of an
+    # old day's weather, and a customer the archive moved to another district, each change
+    # months the readings did not touch.
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        usage_before = con.execute(
+            "select customer_id, usage_month, cool_x, heat_x "
+            "from intermediate.int_customer_month_usage"
+        ).fetchall()
+        moved_customer, weather_day, district = con.execute(
+            "select u.customer_id, w.weather_date, w.district_code "
+            "from intermediate.int_customer_month_usage u "
+            "join staging.stg_ext__weather_daily w on w.district_code = u.district_code "
+            f"and w.weather_date = date '{last}' - 300 order by u.customer_id limit 1"
+        ).fetchone()
+        other = con.execute(
+            "select min(district_code) from marts.dim_customer where district_code <> ?",
+            [district],
+        ).fetchone()[0]
+    weather = increment(
+        [
+            "insert into raw.ext__weather_daily select * replace (T_MAX + 8 as T_MAX, "
+            "T_MIN + 8 as T_MIN, _source_file || '.reextract' as _source_file, "
+            f"{later} + interval 3 hour as _loaded_at) "
+            f"from raw.ext__weather_daily where DATE = date '{weather_day}' "
+            f"and DISTRICT_CODE = '{district}'",
+            f"update marts.dim_customer set district_code = '{other}' "
+            f"where customer_id = '{moved_customer}'",
+        ]
+    )
+    assert weather == {model: 0 for model in models}
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        usage_after = con.execute(
+            "select customer_id, usage_month, cool_x, heat_x "
+            "from intermediate.int_customer_month_usage"
+        ).fetchall()
+    changed = {(c, m) for c, m, *_ in set(usage_after) - set(usage_before)}
+    month = weather_day.replace(day=1)
+    assert any(m == month and c != moved_customer for c, m in changed)  # the weather's month
+    assert {m for c, m in changed if c == moved_customer} - {month}  # every month of the move
     moved = increment([reextract.format(value="PAP_R", cons_no="'9999999999'", n=2)])
     assert moved == {model: 0 for model in models}
     assert rebuilt_share() == 1.0

@@ -9,8 +9,9 @@
 {#- The custom incremental strategy `replace_from`. The model's incremental SELECT carries a
     column `_rebuild_from` (a date): for each `rebuild_key`, its rows with `rebuild_date` on or
     after the earliest `_rebuild_from` are deleted and the new ones inserted; a null
-    `_rebuild_from` replaces the whole table. `_rebuild_from` is not a column of the table
-    (the full build does not select it), so the insert leaves it out. -#}
+    `_rebuild_from` replaces the whole table. A row whose `rebuild_date` is null only marks its
+    key (a key with nothing left to insert), and is not inserted. `_rebuild_from` is not a
+    column of the table (the full build does not select it), so the insert leaves it out. -#}
 {% macro get_incremental_replace_from_sql(arg_dict) -%}
     {%- set target, source = arg_dict['target_relation'], arg_dict['temp_relation'] -%}
     {%- set key, date = config.require('rebuild_key'), config.require('rebuild_date') -%}
@@ -27,7 +28,7 @@
     where replaced.{{ key }} = rebuilt.{{ key }} and replaced.{{ date }} >= rebuilt._rebuild_from;
 
     insert into {{ target }} ({{ columns }})
-    select {{ columns }} from {{ source }}
+    select {{ columns }} from {{ source }} where {{ date }} is not null
 {%- endmacro %}
 
 

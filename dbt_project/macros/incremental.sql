@@ -1,10 +1,13 @@
-{#- The months an incremental model rebuilds, as a filter on `month_expr`: on a full build every
-    month; on an incremental one the months of the raw rows loaded since the model last saw its
-    source (its newest `source_loaded_at`). A rebuilt month is recomputed whole from every row
-    of that month, so a late re-extract of an old month is picked up like a new month. The
-    months are looked up first and written in as constants, so the filter reaches the raw
-    scan (as a subquery it stopped above the unpivot of every curve). -#}
-{% macro months_to_rebuild(raw_table, date_column, month_expr) -%}
+{#- The months an incremental model rebuilds, as a filter on `date_expr`, the model's date: on
+    a full build every month; on an incremental one the months of the raw rows loaded since the
+    model last saw its source (its newest `source_loaded_at`). A rebuilt month is recomputed
+    whole from every row of that month, so a late re-extract of an old month is picked up like
+    a new month. The months are looked up first and written in as constants, and the filter
+    leads with a plain date range that DuckDB pushes into the raw scan, where the raw table's
+    zone maps skip every other month: as `date_trunc('month', date) in (…)` alone it was
+    applied above the scans, and each of the seven scans of the curves' staging view read all
+    24 months (100,000 accounts, one new month: fct_daily_load_profile 53 s → 6 s alone). -#}
+{% macro months_to_rebuild(raw_table, date_column, date_expr) -%}
     {%- if is_incremental() -%}
         {%- set query -%}
             select distinct strftime(date_trunc('month', {{ date_column }}), '%Y-%m-%d')
@@ -16,7 +19,9 @@
         {%- if months | length == 0 -%}
             false
         {%- else -%}
-            {{ month_expr }} in ({% for m in months %}date '{{ m }}'{% if not loop.last %}, {% endif %}{% endfor %})
+            ({{ date_expr }} >= date '{{ months[0] }}'
+            and {{ date_expr }} < date '{{ months[-1] }}' + interval 1 month
+            and date_trunc('month', {{ date_expr }})::date in ({% for m in months %}date '{{ m }}'{% if not loop.last %}, {% endif %}{% endfor %}))
         {%- endif -%}
     {%- else -%}
         true

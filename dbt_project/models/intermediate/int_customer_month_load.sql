@@ -9,7 +9,7 @@
 
 with curves as (
     select * from {{ ref('stg_ami__load_curves') }}
-    where {{ months_to_rebuild('ami__load_curve', 'DATA_DATE', "date_trunc('month', reading_date)::date") }}
+    where {{ months_to_rebuild('ami__load_curve', 'DATA_DATE', 'reading_date') }}
 ),
 
 daily as (

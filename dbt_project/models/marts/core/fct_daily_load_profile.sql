@@ -16,7 +16,7 @@
     on_schema_change='fail',
 ) }}
 {% set hours = range(24) %}
-{%- set in_rebuild = months_to_rebuild('ami__load_curve', 'DATA_DATE', "date_trunc('month', reading_date)::date") %}
+{%- set in_rebuild = months_to_rebuild('ami__load_curve', 'DATA_DATE', 'reading_date') %}
 
 -- A customer has two curves on a day only when a meter was changed that day. Only those days'
 -- curves are added up: grouping all 6.5 M curve-days of 100,000 accounts, nearly one group

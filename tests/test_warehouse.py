@@ -1120,8 +1120,8 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     assert rebuilt_share() < 0.5
 
     # The monthly usage adds up days with their district's weather: a late re-extract of an
-    # old day's weather, and a customer the archive moved to another district, each change
-    # months the readings did not touch.
+    # old day's weather, a customer the archive moved to another district and one it no
+    # longer knows each change months the readings did not touch.
     with duckdb.connect(str(warehouse), read_only=True) as con:
         usage_before = con.execute(
             "select customer_id, usage_month, cool_x, heat_x "
@@ -1137,6 +1137,11 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
             "select min(district_code) from marts.dim_customer where district_code <> ?",
             [district],
         ).fetchone()[0]
+        forgotten = con.execute(
+            "select max(customer_id) from intermediate.int_customer_month_usage "
+            "where customer_id <> ?",
+            [moved_customer],
+        ).fetchone()[0]
     weather = increment(
         [
             "insert into raw.ext__weather_daily select * replace (T_MAX + 8 as T_MAX, "
@@ -1146,6 +1151,7 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
             f"and DISTRICT_CODE = '{district}'",
             f"update marts.dim_customer set district_code = '{other}' "
             f"where customer_id = '{moved_customer}'",
+            f"delete from marts.dim_customer where customer_id = '{forgotten}'",
         ]
     )
     assert weather == {model: 0 for model in models}
@@ -1158,6 +1164,8 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     month = weather_day.replace(day=1)
     assert any(m == month and c != moved_customer for c, m in changed)  # the weather's month
     assert {m for c, m in changed if c == moved_customer} - {month}  # every month of the move
+    assert forgotten in {c for c, *_ in usage_before}
+    assert forgotten not in {c for c, *_ in usage_after}  # its rows deleted, none inserted
     moved = increment([reextract.format(value="PAP_R", cons_no="'9999999999'", n=2)])
     assert moved == {model: 0 for model in models}
     assert rebuilt_share() == 1.0

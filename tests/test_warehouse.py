@@ -1122,11 +1122,17 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     # The monthly usage adds up days with their district's weather: a late re-extract of an
     # old day's weather, a customer the archive moved to another district and one it no
     # longer knows each change months the readings did not touch.
+    def usage() -> set[tuple]:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            return set(
+                con.execute(
+                    "select customer_id, usage_month, cool_x, heat_x "
+                    "from intermediate.int_customer_month_usage"
+                ).fetchall()
+            )
+
+    usage_before = usage()
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        usage_before = con.execute(
-            "select customer_id, usage_month, cool_x, heat_x "
-            "from intermediate.int_customer_month_usage"
-        ).fetchall()
         moved_customer, weather_day, district = con.execute(
             "select u.customer_id, w.weather_date, w.district_code "
             "from intermediate.int_customer_month_usage u "
@@ -1155,17 +1161,27 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
         ]
     )
     assert weather == {model: 0 for model in models}
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        usage_after = con.execute(
-            "select customer_id, usage_month, cool_x, heat_x "
-            "from intermediate.int_customer_month_usage"
-        ).fetchall()
-    changed = {(c, m) for c, m, *_ in set(usage_after) - set(usage_before)}
+    usage_after = usage()
+    changed = {(c, m) for c, m, *_ in usage_after - usage_before}
     month = weather_day.replace(day=1)
     assert any(m == month and c != moved_customer for c, m in changed)  # the weather's month
     assert {m for c, m in changed if c == moved_customer} - {month}  # every month of the move
     assert forgotten in {c for c, *_ in usage_before}
     assert forgotten not in {c for c, *_ in usage_after}  # its rows deleted, none inserted
+
+    # A move with nothing else to rebuild: only the days of customers rebuilt whole are read.
+    second = min(c for c, *_ in usage_after if c not in (moved_customer, forgotten))
+    alone = increment(
+        [
+            "update marts.dim_customer set district_code = case when district_code = "
+            f"'{district}' then '{other}' else '{district}' end where customer_id = '{second}'"
+        ]
+    )
+    assert alone == {model: 0 for model in models}
+    changed = {(c, m) for c, m, *_ in usage() - usage_after}
+    assert {c for c, _ in changed} == {second}
+    assert len(changed) > 1
+
     moved = increment([reextract.format(value="PAP_R", cons_no="'9999999999'", n=2)])
     assert moved == {model: 0 for model in models}
     assert rebuilt_share() == 1.0

@@ -5,8 +5,13 @@
     Only a few keys are ever extracted twice, so only their rows go through the window; the
     rest pass through an anti-join. Sorting every row instead took 42 s against 27 s for the
     71 M daily readings of 100,000 accounts. Keys compare with `is not distinct from`, so a
-    null key is one key, as in the window's partition. -#}
-{% macro latest_per_key(table_name, key=none) -%}
+    null key is one key, as in the window's partition.
+
+    `where`, a condition on key columns only (so that a key's rows are all kept or all left
+    out), filters the raw rows before the keys are counted. A filter on the view's output does
+    not reach that count: DuckDB grouped every raw row to find the repeated keys, also for an
+    incremental build reading the last weeks (74 M daily readings: 19 s, 1 s with `where`). -#}
+{% macro latest_per_key(table_name, key=none, where=none) -%}
     {%- set key = key or business_key(table_name) -%}
     {%- set relation = source('raw', table_name) -%}
     {%- set same_key -%}
@@ -17,13 +22,22 @@
         with repeated as (
             select {{ key | join(', ') }}
             from {{ relation }}
+            {%- if where %}
+            where {{ where }}
+            {%- endif %}
             group by all
             having count(*) > 1
         )
         select extracted.* from {{ relation }} as extracted anti join repeated on {{ same_key }}
+        {%- if where %}
+        where {{ where }}
+        {%- endif %}
         union all
         select * from (
             select extracted.* from {{ relation }} as extracted semi join repeated on {{ same_key }}
+            {%- if where %}
+            where {{ where }}
+            {%- endif %}
         )
         qualify row_number() over (
             partition by {{ key | join(', ') }}

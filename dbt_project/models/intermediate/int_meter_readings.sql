@@ -97,6 +97,10 @@
         {%- set read_from = scalar_query("with " ~ bounds_sql ~ " select coalesce(min(context_from), 'infinity'::date)::varchar from bounds", "-infinity") -%}
     {%- endif -%}
 {%- endif %}
+{#- The staged readings; an incremental build's from read_from on, filtered before the staging
+    looks for days extracted twice, so that it counts the last weeks' raw rows, not all of
+    them (100,000 accounts: 24 s of the increment's 42, alone). -#}
+{%- set recent_readings = "(" ~ daily_readings("DATA_DATE >= '" ~ read_from ~ "'::date") ~ ")" if partial else ref('stg_ami__daily_readings') %}
 
 with
 {% if partial -%}
@@ -111,11 +115,7 @@ readings as (
         {{ registers | join(', ') }},
         false as is_from_meter_change,
         loaded_at as source_loaded_at
-    from {{ ref('stg_ami__daily_readings') }}
-    {%- if partial %}
-    -- A constant first, so that it reaches the raw scan under the staging view.
-    where reading_date >= '{{ read_from }}'::date
-    {%- endif %}
+    from {{ recent_readings }}
 ),
 
 changes as (
@@ -153,18 +153,15 @@ change_points as (
 -- more memory than DUCKDB_MEMORY_LIMIT's 4 GiB. They are looked up in the staging view, not
 -- in `readings`: a CTE read twice is materialised, all 71 M readings of 100,000 accounts
 -- (the model took 82 s, now 48 s, alone). An incremental build keeps no point before
--- read_from, so it looks up only those days: the constant reaches the raw scan, and the 71 M
--- readings are no longer scanned, their accounts normalised and joined for it (the increment
--- of 100,000 accounts, alone: 19.7 s → 12.0 s).
+-- read_from, so it looks up only those days (recent_readings): the 71 M readings are no
+-- longer scanned, their accounts normalised and joined for it (the increment of 100,000
+-- accounts, alone: 19.7 s → 12.0 s).
 change_days_read as (
     select readings.meter_id, readings.customer_id, readings.reading_date
-    from {{ ref('stg_ami__daily_readings') }} as readings
+    from {{ recent_readings }} as readings
     semi join change_points on readings.meter_id = change_points.meter_id
         and readings.customer_id is not distinct from change_points.customer_id
         and readings.reading_date = change_points.reading_date
-    {%- if partial %}
-    where readings.reading_date >= '{{ read_from }}'::date
-    {%- endif %}
 ),
 
 change_points_kept as (

@@ -14,6 +14,7 @@
 {% macro latest_per_key(table_name, key=none, where=none) -%}
     {%- set key = key or business_key(table_name) -%}
     {%- set relation = source('raw', table_name) -%}
+    {%- set only = 'where ' ~ where if where else '' -%}
     {%- set same_key -%}
         {% for column in key %}{{ 'and ' if not loop.first }}extracted.{{ column }} is not distinct from repeated.{{ column }} {% endfor %}
     {%- endset -%}
@@ -22,22 +23,16 @@
         with repeated as (
             select {{ key | join(', ') }}
             from {{ relation }}
-            {%- if where %}
-            where {{ where }}
-            {%- endif %}
+            {{ only }}
             group by all
             having count(*) > 1
         )
         select extracted.* from {{ relation }} as extracted anti join repeated on {{ same_key }}
-        {%- if where %}
-        where {{ where }}
-        {%- endif %}
+        {{ only }}
         union all
         select * from (
             select extracted.* from {{ relation }} as extracted semi join repeated on {{ same_key }}
-            {%- if where %}
-            where {{ where }}
-            {%- endif %}
+            {{ only }}
         )
         qualify row_number() over (
             partition by {{ key | join(', ') }}

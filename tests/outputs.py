@@ -52,6 +52,8 @@ def published_files(publish_dir: Path) -> dict[str, pl.DataFrame | str | None]:
     out: dict[str, pl.DataFrame | str | None] = {}
     for path in sorted(p for p in publish_dir.rglob("*") if p.is_file()):
         name = path.relative_to(publish_dir).as_posix()
+        if name.startswith("."):
+            continue  # the snapshot's two copies: what each holds depends on the runs before
         if path.suffix in (".csv", ".parquet"):
             out[name] = _stable(read_target_list(path))
         elif path.suffix == ".txt":

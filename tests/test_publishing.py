@@ -564,7 +564,11 @@ def test_a_snapshot_clears_the_copies_a_killed_run_left(tmp_path):
     leftover.write_bytes(b"half a database")
     result = write_snapshot(warehouse, publish)
     assert result.tables == {"marts.t": 1}
-    assert sorted(p.name for p in publish.iterdir()) == [SNAPSHOT_NAME]
+    assert sorted(p.name for p in publish.iterdir()) == [".analytics", SNAPSHOT_NAME]
+    assert sorted(p.name for p in (publish / ".analytics").iterdir()) == [
+        "a.duckdb",
+        "a.fingerprints.json",
+    ]
 
 
 def test_a_snapshot_holds_a_mart_view_as_a_table_without_the_schema_it_reads(tmp_path):
@@ -616,3 +620,150 @@ def test_a_snapshot_keeps_a_view_over_shared_tables_a_view_of_its_own_copies(tmp
     assert kinds == [("big_hours", "VIEW"), ("days", "BASE TABLE"), ("hours", "VIEW")]
     assert rows == 0 + 1 + 1 + 2 + 2 + 3
     assert "city" not in text
+
+
+def _energy_warehouse(path: Path) -> Path:
+    """A warehouse shaped like the platform's: days held in ``intermediate`` and shared
+    through a mart view (copied as a table), a table without dates, and a view over it."""
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE SCHEMA intermediate; CREATE SCHEMA marts")
+        con.execute(
+            """CREATE TABLE intermediate.days AS
+               SELECT 'c' || (i % 10) AS customer_id, DATE '2025-01-01' + (i // 10)::INTEGER AS day,
+                      (i * 0.5)::DOUBLE AS kwh
+               FROM range(900) AS r(i)"""  # 90 days: January to March 2025
+        )
+        con.execute("INSERT INTO intermediate.days VALUES ('c0', NULL, 1.0)")  # no date
+        con.execute(f'CREATE VIEW marts.days AS SELECT * FROM "{path.stem}".intermediate.days')
+        con.execute("CREATE TABLE marts.customers AS SELECT 'c' || range AS id FROM range(10)")
+        con.execute(f'CREATE VIEW marts.ids AS SELECT id FROM "{path.stem}".marts.customers')
+    return path
+
+
+def _same_as_warehouse(snapshot: Path, warehouse: Path) -> None:
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        con.execute(f"ATTACH '{warehouse}' (READ_ONLY)")  # as its views name it
+        for table in ("days", "customers", "ids"):
+            ours, theirs = f"marts.{table}", f'"{warehouse.stem}".marts.{table}'
+            for a, b in ((ours, theirs), (theirs, ours)):
+                missing = con.execute(f"SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}").fetchall()
+                assert missing == [], (table, a, missing[:3])
+
+
+def test_a_snapshot_rewrites_only_the_months_that_changed_in_the_copy_it_replaces(tmp_path):
+    """Two copies take turns behind the name. Each run fingerprints the warehouse by month and
+    rewrites in the copy it brings up to date only the months that differ from what that copy
+    holds, which for the copy of two runs ago includes the previous run's changes."""
+    from orchestration.publish.snapshot import write_snapshot
+
+    warehouse = _energy_warehouse(tmp_path / "city.duckdb")
+    publish = tmp_path / "publish"
+    first = write_snapshot(warehouse, publish)
+    assert first.rewritten == {"marts.customers": 10, "marts.days": 901}  # all: a new copy
+    assert first.tables == {"marts.customers": 10, "marts.days": 901, "marts.ids": 10}
+    assert first.path.resolve() == publish / ".analytics" / "a.duckdb"
+    second = write_snapshot(warehouse, publish)  # b starts as a file copy of a
+    assert second.rewritten == {}
+    assert second.path.resolve() == publish / ".analytics" / "b.duckdb"
+    _same_as_warehouse(second.path, warehouse)
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("UPDATE intermediate.days SET kwh = -1 WHERE day = DATE '2025-02-14'")
+        con.execute("DELETE FROM intermediate.days WHERE day < DATE '2025-02-01'")  # January
+        con.execute(
+            "INSERT INTO intermediate.days "
+            "SELECT 'c1', DATE '2025-04-01' + range::INTEGER, 2.0 FROM range(5)"  # April, new
+        )
+    third = write_snapshot(warehouse, publish)  # a again: it held January to March
+    february = 280  # 28 days × 10 customers
+    assert third.rewritten == {"marts.days": february + 5}
+    assert third.path.resolve() == publish / ".analytics" / "a.duckdb"
+    _same_as_warehouse(third.path, warehouse)
+
+    fourth = write_snapshot(warehouse, publish)  # b, two runs old: the same months
+    assert fourth.rewritten == {"marts.days": february + 5}
+    _same_as_warehouse(fourth.path, warehouse)
+    assert write_snapshot(warehouse, publish).rewritten == {}
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("ALTER TABLE marts.customers ADD COLUMN district VARCHAR DEFAULT 'd1'")
+        con.execute("UPDATE intermediate.days SET kwh = 0 WHERE day IS NULL")
+    changed = write_snapshot(warehouse, publish)
+    assert changed.rewritten == {"marts.customers": 10, "marts.days": 1}  # new column: whole
+    _same_as_warehouse(changed.path, warehouse)
+    with duckdb.connect(str(changed.path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM marts.ids").fetchone()[0] == 10
+        kinds = con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables ORDER BY 1"
+        ).fetchall()
+    assert kinds == [("customers", "BASE TABLE"), ("days", "BASE TABLE"), ("ids", "VIEW")]
+
+    with duckdb.connect(str(warehouse)) as con:  # every month: copied whole
+        con.execute("UPDATE intermediate.days SET kwh = kwh + 1e-12")
+    rebuilt = write_snapshot(warehouse, publish)
+    # Every row of February to April and the dateless one; the copy of two runs ago had not
+    # the new column either.
+    assert rebuilt.rewritten == {"marts.customers": 10, "marts.days": 280 + 310 + 5 + 1}
+    _same_as_warehouse(rebuilt.path, warehouse)
+
+
+def test_a_snapshot_copy_left_without_fingerprints_is_not_trusted(tmp_path):
+    """A run killed while updating a copy leaves it without its fingerprints: the next run
+    does not guess what it holds but starts it again from the current copy."""
+    from orchestration.publish.snapshot import write_snapshot
+
+    warehouse = _energy_warehouse(tmp_path / "city.duckdb")
+    publish = tmp_path / "publish"
+    write_snapshot(warehouse, publish)
+    write_snapshot(warehouse, publish)
+    copy = publish / ".analytics" / "a.duckdb"
+    copy.chmod(0o644)
+    with duckdb.connect(str(copy)) as con:  # half an update, then killed
+        con.execute("DELETE FROM marts.days WHERE day >= DATE '2025-03-01'")
+    (publish / ".analytics" / "a.fingerprints.json").unlink()
+    result = write_snapshot(warehouse, publish)
+    assert result.path.resolve() == copy and result.rewritten == {}  # b's months, all equal
+    _same_as_warehouse(result.path, warehouse)
+
+
+def test_a_snapshot_copy_an_analyst_still_holds_is_written_anew_beside_the_reader(tmp_path):
+    """An analyst who opened the snapshot two runs ago still reads it (a lock DuckDB keeps
+    across processes): the run writes that copy's name afresh and the reader keeps its file."""
+    import subprocess
+    import sys
+
+    from orchestration.publish.snapshot import write_snapshot
+
+    warehouse = _energy_warehouse(tmp_path / "city.duckdb")
+    publish = tmp_path / "publish"
+    first = write_snapshot(warehouse, publish).path.resolve()
+    write_snapshot(warehouse, publish)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("UPDATE intermediate.days SET kwh = 7 WHERE day = DATE '2025-03-03'")
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys\n"
+            f"con = duckdb.connect({str(first)!r}, read_only=True)\n"
+            "print(con.execute('SELECT sum(kwh) FROM marts.days').fetchone()[0], flush=True)\n"
+            "sys.stdin.readline()\n"
+            "print(con.execute('SELECT sum(kwh) FROM marts.days').fetchone()[0], flush=True)\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        before = reader.stdout.readline().strip()
+        with pytest.raises(duckdb.IOException):  # the reader's lock is real
+            duckdb.connect(str(first)).close()
+        result = write_snapshot(warehouse, publish)
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().strip() == before
+    finally:
+        reader.kill()
+        reader.wait()
+    assert result.path.resolve() == first and result.rewritten == {"marts.days": 310}
+    _same_as_warehouse(result.path, warehouse)

@@ -31,7 +31,7 @@ import pytest
 from data_contracts import load_contracts
 from orchestration.assets.warehouse import dbt_target_path, manifest_path
 from orchestration.ingest.reconcile import ledger_problems
-from orchestration.publish.snapshot import SNAPSHOT_NAME
+from orchestration.publish.snapshot import COPIES, SNAPSHOT_NAME
 from orchestration.settings import instance_env
 from tests.conftest import PII_KEY, TEST_RATES, Drop, make_drop
 from tests.outputs import (
@@ -344,7 +344,8 @@ def _published_text(path: Path) -> str:
         return frame.drop(
             [c for c in frame.columns if english_name(c).startswith("contact_")]
         ).write_csv()
-    return "" if path.name == SNAPSHOT_NAME else path.read_text("utf-8")
+    # The snapshot's copies are databases: their text columns are scanned as stores.
+    return "" if path.suffix == ".duckdb" else path.read_text("utf-8")
 
 
 def trace_files(reference: Reference) -> dict[str, str]:
@@ -386,5 +387,7 @@ def test_no_personal_data_or_key_in_the_warehouse_snapshot_files_logs_or_dagster
     ).fetchall()
     con.close()
     assert [s for (s,) in hits] == ["<control: a file holding one value>"]
-    stores = [reference.instance.warehouse, reference.instance.publish / SNAPSHOT_NAME]
+    copies = sorted(reference.instance.publish.glob(f"{COPIES}/*.duckdb"))
+    assert copies, "no snapshot copy to scan"
+    stores = [reference.instance.warehouse, *copies]
     assert text_columns_matching(stores, pattern) == []

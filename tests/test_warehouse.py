@@ -579,7 +579,7 @@ def test_a_reader_keeps_a_complete_snapshot_while_it_is_replaced(built, tmp_path
             reader.execute("SELECT count(*) FROM marts.customer_features").fetchone()[0] == before
         )
         assert second.tables == first.tables
-        assert [p.name for p in tmp_path.iterdir()] == ["analytics.duckdb"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".analytics", "analytics.duckdb"]
     finally:
         reader.close()
 

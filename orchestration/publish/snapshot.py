@@ -1,15 +1,26 @@
-"""The analyst snapshot: a read-only copy of the warehouse's shareable schemas, replaced whole.
+"""The analyst snapshot: a read-only copy of the warehouse's shareable schemas.
 
 Analysts query ``PUBLISH_DIR/analytics.duckdb`` and never hold a lock on the live warehouse.
-The copy is written to a temporary file beside it and moved into place in one rename, so a
-reader opens either the previous snapshot or the new one, never a half-written file.
+That name is a symbolic link to one of two copies (``.analytics/a.duckdb`` and ``b.duckdb``).
+A run brings the copy the name does *not* point at up to date and then moves the link in one
+rename, so a reader opens either the previous snapshot or the new one, never a half-written
+file, and a reader still holding the previous one keeps it.
+
+Bringing a copy up to date rewrites only what changed. Each copy has a list of fingerprints
+beside it: per table, its columns and, per month of its first date column (or for the whole
+table), the rows and a sum of row hashes. A run fingerprints the warehouse's tables, compares,
+and replaces only the months that differ. At 100,000 accounts the monthly increment changes a
+few of the daily energy's 25 months, where copying all 72 M rows took 23–36 s of CPU.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -20,6 +31,10 @@ from orchestration.publish.files import replaced
 # text, so they stay in the warehouse.
 SHARED_SCHEMAS = ("marts", "ml", "publish")
 SNAPSHOT_NAME = "analytics.duckdb"
+COPIES = ".analytics"  # folder of the two copies, beside the name
+COPY_NAMES = ("a.duckdb", "b.duckdb")
+
+Relation = tuple[str, str]  # (schema, name)
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,25 @@ class SnapshotResult:
     path: Path
     tables: dict[str, int]  # "schema.table" → rows
     bytes: int
+    rewritten: dict[str, int]  # "schema.table" → rows written this time (absent: unchanged)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a copied table holds: its columns, the date column its rows are grouped by (or
+    none), and per group (``YYYY-MM``; ``""`` for no date) the rows and the sum of row hashes."""
+
+    columns: str
+    partition: str | None
+    parts: dict[str, tuple[int, str]]
+
+    def record(self) -> dict:
+        return {"columns": self.columns, "partition": self.partition, "parts": self.parts}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Fingerprint:
+        parts = {k: (int(n), str(h)) for k, (n, h) in record["parts"].items()}
+        return cls(str(record["columns"]), record["partition"], parts)
 
 
 def shared_tables(
@@ -55,62 +89,249 @@ def _local_view_sql(sql: str, catalog: str) -> str:
 def write_snapshot(
     warehouse: Path, publish_dir: Path, config: dict[str, str | int] | None = None
 ) -> SnapshotResult:
-    """Copy the shared schemas of ``warehouse`` into ``publish_dir/analytics.duckdb`` with the
-    platform's DuckDB ``config`` (its memory limit: without it the copy of 100,000 accounts'
-    marts peaked at 14.5 GiB)."""
+    """Bring the copy ``publish_dir/analytics.duckdb`` does not point at up to date with the
+    shared schemas of ``warehouse``, then point the name at it. ``config`` is the platform's
+    DuckDB config (its memory limit: without it a whole copy of 100,000 accounts' marts peaked
+    at 14.5 GiB)."""
     final = publish_dir / SNAPSHOT_NAME
+    folder = publish_dir / COPIES
+    folder.mkdir(parents=True, exist_ok=True)
+    current = _pointed_at(final, folder)
+    target = folder / COPY_NAMES[1 if current == folder / COPY_NAMES[0] else 0]
+    known = _prepare(target, current)
+    try:
+        con = duckdb.connect(str(target), config=config or {})
+    except duckdb.IOException:
+        # An analyst still has this copy open from two runs ago: start a new file under the
+        # name; the reader keeps the old one until it closes.
+        target.unlink()
+        known = _prepare(target, current)
+        con = duckdb.connect(str(target), config=config or {})
+    with con:
+        counts, prints, rewritten = _update(con, warehouse, known)
+        con.execute("CHECKPOINT")
+    if not counts:
+        raise RuntimeError(f"{warehouse} has no tables in {SHARED_SCHEMAS}: nothing to share")
+    _write_fingerprints(target, prints)
+    os.chmod(target, 0o444)  # read-only for everyone: analysts read, the pipeline replaces
+    with replaced(final) as link:
+        link.symlink_to(target.relative_to(publish_dir))
+    return SnapshotResult(final, counts, target.stat().st_size, rewritten)
+
+
+def _pointed_at(final: Path, folder: Path) -> Path | None:
+    """The copy the name links to; None for no snapshot yet, or a whole file (written before
+    there were two copies)."""
+    if not final.is_symlink():
+        return None
+    target = (final.parent / os.readlink(final)).resolve()
+    return target if target.parent == folder.resolve() and target.exists() else None
+
+
+def _fingerprint_path(copy: Path) -> Path:
+    return copy.with_suffix(".fingerprints.json")
+
+
+def _read_fingerprints(copy: Path) -> dict[str, Fingerprint] | None:
+    try:
+        records = json.loads(_fingerprint_path(copy).read_text("utf-8"))
+        return {name: Fingerprint.from_record(r) for name, r in records.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no list, or one this code cannot read: the copy is rewritten whole
+
+
+def _write_fingerprints(copy: Path, prints: dict[str, Fingerprint]) -> None:
+    path = _fingerprint_path(copy)
+    with replaced(path) as tmp:
+        tmp.write_text(json.dumps({k: v.record() for k, v in prints.items()}), "utf-8")
+
+
+def _prepare(target: Path, current: Path | None) -> dict[str, Fingerprint]:
+    """Make ``target`` writable and return what it holds. Its fingerprints are removed first:
+    a run that dies while updating it leaves a copy of unknown content, which the next run
+    replaces. A copy without fingerprints starts as a file copy of the current one (the second
+    run, or after a crash), else empty."""
+    known = _read_fingerprints(target) if target.exists() else None
+    _fingerprint_path(target).unlink(missing_ok=True)
+    if known is None:
+        target.unlink(missing_ok=True)
+        Path(f"{target}.wal").unlink(missing_ok=True)
+        seed = _read_fingerprints(current) if current is not None else None
+        if seed is not None:
+            shutil.copyfile(current, target)
+            known = seed
+    if target.exists():
+        os.chmod(target, 0o644)
+    return known or {}
+
+
+def _update(
+    con: duckdb.DuckDBPyConnection, warehouse: Path, known: dict[str, Fingerprint]
+) -> tuple[dict[str, int], dict[str, Fingerprint], dict[str, int]]:
+    """Make the connection's database hold the warehouse's shared schemas; return the rows of
+    every relation, the tables' fingerprints and the rows rewritten per table."""
+    # Attached under the name DuckDB gives it, as when dbt opened it: the catalog in which
+    # dbt's views name the tables they read.
+    con.execute(f"ATTACH '{warehouse}' (READ_ONLY)")
+    (catalog,) = con.execute(
+        "SELECT database_name FROM duckdb_databases() "
+        "WHERE NOT internal AND database_name <> current_database()"
+    ).fetchone()
+    relations = shared_tables(con, catalog)
+    views = {(s, t): _local_view_sql(sql, catalog) for s, t, sql in relations if sql is not None}
+    tables = [(s, t) for s, t, sql in relations if sql is None]
+    # A view over shared tables stays a view over their copies (fct_hourly_load: 155 M rows at
+    # 100,000 accounts, 24 s to copy, unnested from its profile's 6.5 M days on reading); a
+    # view reading what is not shared (fct_daily_energy reads intermediate) is copied.
+    local = _views_binding_on(con, catalog, tables, views)
+    copied = sorted(tables + [key for key in views if key not in local])
+
+    _drop_all_but(con, set(copied))
+    for schema in sorted({schema for schema, _ in copied} | {schema for schema, _ in local}):
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     counts: dict[str, int] = {}
-    with replaced(final) as tmp:
-        # The new file is the connection's own database; the warehouse is only read.
-        with duckdb.connect(str(tmp), config=config or {}) as con:
-            # Attached under the name DuckDB gives it, as when dbt opened it: the catalog in
-            # which dbt's views name the tables they read.
-            con.execute(f"ATTACH '{warehouse}' (READ_ONLY)")
-            (catalog,) = con.execute(
-                "SELECT database_name FROM duckdb_databases() "
-                "WHERE NOT internal AND database_name <> current_database()"
-            ).fetchone()
-            relations = shared_tables(con, catalog)
-            for schema in sorted({schema for schema, _, _ in relations}):
-                con.execute(f'CREATE SCHEMA "{schema}"')
-            for schema, table, view_sql in relations:
-                if view_sql is None:
-                    _copy(con, catalog, schema, table)
-            # A view over shared tables stays a view over their copies (fct_hourly_load: 155 M
-            # rows at 100,000 accounts, 24 s to copy, unnested from its profile's 6.5 M days on
-            # reading). Tried with the warehouse detached, so that nothing resolves there; a
-            # view reading what is not shared (fct_daily_energy reads intermediate) is copied.
-            views = {(s, t): sql for s, t, sql in relations if sql is not None}
-            con.execute(f'DETACH "{catalog}"')
-            kept = _recreate_views(con, {k: _local_view_sql(v, catalog) for k, v in views.items()})
-            if len(kept) < len(views):
-                con.execute(f"ATTACH '{warehouse}' (READ_ONLY)")
-                for schema, table in sorted(set(views) - kept):
-                    _copy(con, catalog, schema, table)
-                con.execute(f'DETACH "{catalog}"')
-            for schema, table, _ in relations:
-                counts[f"{schema}.{table}"] = con.execute(
-                    f'SELECT count(*) FROM "{schema}"."{table}"'
-                ).fetchone()[0]
-            con.execute("CHECKPOINT")
-        if not counts:
-            raise RuntimeError(f"{warehouse} has no tables in {SHARED_SCHEMAS}: nothing to share")
-        os.chmod(tmp, 0o444)  # read-only for everyone: analysts read, the pipeline replaces
-    return SnapshotResult(final, counts, final.stat().st_size)
+    prints: dict[str, Fingerprint] = {}
+    rewritten: dict[str, int] = {}
+    for schema, table in copied:
+        name = f"{schema}.{table}"
+        new, written = _bring_up_to_date(con, catalog, schema, table, known.get(name))
+        if written:
+            rewritten[name] = written
+        prints[name] = new
+        counts[name] = sum(rows for rows, _ in new.parts.values())
+    con.execute(f'DETACH "{catalog}"')  # views bind on the copies, never on the warehouse
+    created = _recreate_views(con, {key: views[key] for key in local})
+    if created != set(local):
+        raise RuntimeError(f"views that bound on shared tables did not: {set(local) - created}")
+    for schema, view in sorted(local):
+        counts[f"{schema}.{view}"] = con.execute(
+            f'SELECT count(*) FROM "{schema}"."{view}"'
+        ).fetchone()[0]
+    return dict(sorted(counts.items())), prints, rewritten
 
 
-def _copy(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> None:
-    con.execute(
-        f'CREATE TABLE "{schema}"."{table}" AS SELECT * FROM "{catalog}"."{schema}"."{table}"'
+def _views_binding_on(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    tables: list[Relation],
+    views: dict[Relation, str],
+) -> list[Relation]:
+    """The views that bind on the shared tables (and on each other) alone, found by creating
+    them over empty tables of the same columns in a scratch database."""
+    if not views:
+        return []
+    with duckdb.connect() as scratch:
+        for schema in sorted({schema for schema, _ in tables} | {schema for schema, _ in views}):
+            scratch.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        for schema, table in tables:
+            columns = con.execute(
+                f'DESCRIBE SELECT * FROM "{catalog}"."{schema}"."{table}"'
+            ).fetchall()
+            scratch.execute(
+                f'CREATE TABLE "{schema}"."{table}" ('
+                + ", ".join(f'"{name}" {kind}' for name, kind, *_ in columns)
+                + ")"
+            )
+        return sorted(_recreate_views(scratch, views))
+
+
+def _drop_all_but(con: duckdb.DuckDBPyConnection, keep: set[Relation]) -> None:
+    """Drop every view (they are created again over the copies), every table not kept and
+    every schema left empty."""
+    for schema, view in con.execute(
+        "SELECT schema_name, view_name FROM duckdb_views() "
+        "WHERE NOT internal AND database_name = current_database()"
+    ).fetchall():
+        con.execute(f'DROP VIEW IF EXISTS "{schema}"."{view}" CASCADE')
+    for schema, table in con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database()"
+    ).fetchall():
+        if (schema, table) not in keep:
+            con.execute(f'DROP TABLE "{schema}"."{table}" CASCADE')
+    for (schema,) in con.execute(
+        "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() "
+        "AND NOT internal"
+    ).fetchall():
+        if schema not in {s for s, _ in keep} | set(SHARED_SCHEMAS) and schema != "main":
+            con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _shape(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[str, str | None]:
+    """A relation's columns (names and types, as text) and its first date column, if any."""
+    described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    columns = ", ".join(f"{name} {kind}" for name, kind, *_ in described)
+    return columns, next((name for name, kind, *_ in described if kind == "DATE"), None)
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, relation: str) -> Fingerprint:
+    columns, partition = _shape(con, relation)
+    month = f"""date_trunc('month', "{partition}")""" if partition else "NULL::DATE"
+    # Grouped by the month as a date, named as text afterwards: strftime on every row of the
+    # daily energy cost more than the hashing. hash(__row) hashes the whole row as a struct
+    # (an alias no column is named).
+    rows = con.execute(
+        f"""SELECT coalesce(strftime(month, '%Y-%m'), ''), n, checksum
+            FROM (SELECT {month} AS month, count(*) AS n, sum(hash(__row))::VARCHAR AS checksum
+                  FROM {relation} AS __row GROUP BY ALL)"""
+    ).fetchall()
+    return Fingerprint(columns, partition, {part: (n, h) for part, n, h in rows})
+
+
+def _rows_of(partition: str | None, parts: list[str]) -> str:
+    """A condition on the rows of ``parts`` (``YYYY-MM`` or ``""``), as ranges of the date
+    column, so that reading them from the warehouse skips the other months' row groups."""
+    if partition is None:
+        return "true"
+    column, ranges = f'"{partition}"', []
+    for part in parts:
+        if part == "":
+            ranges.append(f"{column} IS NULL")
+        else:
+            first = date.fromisoformat(f"{part}-01")  # raises on anything but a month
+            ranges.append(
+                f"({column} >= DATE '{first}' AND {column} < DATE '{first}' + INTERVAL 1 MONTH)"
+            )
+    return " OR ".join(ranges)
+
+
+def _bring_up_to_date(
+    con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str, old: Fingerprint | None
+) -> tuple[Fingerprint, int]:
+    """Rewrite what differs between the copy (as ``old`` describes it) and the warehouse;
+    return the copy's new fingerprint and the rows written."""
+    source, copy = f'"{catalog}"."{schema}"."{table}"', f'"{schema}"."{table}"'
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()[0]
+    if not exists or old is None or (old.columns, old.partition) != _shape(con, source):
+        con.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT * FROM {source}")
+        # Fingerprinted from the copy, which holds the same rows and columns: the daily
+        # energy's view joins the archive on every row, its copy only has to be read.
+        new = _fingerprint(con, copy)
+        return new, sum(rows for rows, _ in new.parts.values())
+    new = _fingerprint(con, source)
+    changed = sorted(
+        p for p in set(old.parts) | set(new.parts) if old.parts.get(p) != new.parts.get(p)
     )
+    if new.parts and set(new.parts) <= set(changed):
+        # Every month differs: a table rebuilt whole whose sums of doubles come out in another
+        # order (customer_features differs from its previous build by up to 1e-10 kWh in every
+        # month). One copy is cheaper than deleting and inserting every month.
+        con.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT * FROM {source}")
+    elif changed:
+        where = _rows_of(new.partition, changed)
+        con.execute(f"DELETE FROM {copy} WHERE {where}")
+        con.execute(f"INSERT INTO {copy} SELECT * FROM {source} WHERE {where}")
+    return new, sum(new.parts[p][0] for p in changed if p in new.parts)
 
 
-def _recreate_views(
-    con: duckdb.DuckDBPyConnection, views: dict[tuple[str, str], str]
-) -> set[tuple[str, str]]:
-    """Create the views that bind on what the snapshot holds, a view over another view after
+def _recreate_views(con: duckdb.DuckDBPyConnection, views: dict[Relation, str]) -> set[Relation]:
+    """Create the views that bind on what the database holds, a view over another view after
     it; return those created."""
-    created: set[tuple[str, str]] = set()
+    created: set[Relation] = set()
     while True:
         progress = False
         for key, sql in views.items():
@@ -119,7 +340,7 @@ def _recreate_views(
             try:
                 con.execute(sql)
             except (duckdb.CatalogException, duckdb.BinderException):
-                continue  # reads a relation the snapshot has not (yet)
+                continue  # reads a relation the database has not (yet)
             created.add(key)
             progress = True
         if not progress:

@@ -224,12 +224,10 @@ def _views_binding_on(
         for schema in sorted({schema for schema, _ in tables} | {schema for schema, _ in views}):
             scratch.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         for schema, table in tables:
-            columns = con.execute(
-                f'DESCRIBE SELECT * FROM "{catalog}"."{schema}"."{table}"'
-            ).fetchall()
+            columns = _columns(con, f'"{catalog}"."{schema}"."{table}"')
             scratch.execute(
                 f'CREATE TABLE "{schema}"."{table}" ('
-                + ", ".join(f'"{name}" {kind}' for name, kind, *_ in columns)
+                + ", ".join(f'"{name}" {kind}' for name, kind in columns)
                 + ")"
             )
         return sorted(_recreate_views(scratch, views))
@@ -237,7 +235,7 @@ def _views_binding_on(
 
 def _drop_all_but(con: duckdb.DuckDBPyConnection, keep: set[Relation]) -> None:
     """Drop every view (they are created again over the copies), every table not kept and
-    every schema left empty."""
+    every schema no longer shared."""
     for schema, view in con.execute(
         "SELECT schema_name, view_name FROM duckdb_views() "
         "WHERE NOT internal AND database_name = current_database()"
@@ -257,11 +255,17 @@ def _drop_all_but(con: duckdb.DuckDBPyConnection, keep: set[Relation]) -> None:
             con.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+    """A relation's columns: (name, type)."""
+    described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    return [(name, kind) for name, kind, *_ in described]
+
+
 def _shape(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[str, str | None]:
     """A relation's columns (names and types, as text) and its first date column, if any."""
-    described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-    columns = ", ".join(f"{name} {kind}" for name, kind, *_ in described)
-    return columns, next((name for name, kind, *_ in described if kind == "DATE"), None)
+    columns = _columns(con, relation)
+    text = ", ".join(f"{name} {kind}" for name, kind in columns)
+    return text, next((name for name, kind in columns if kind == "DATE"), None)
 
 
 def _fingerprint(con: duckdb.DuckDBPyConnection, relation: str) -> Fingerprint:

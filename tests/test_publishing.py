@@ -662,8 +662,8 @@ def test_a_snapshot_rewrites_only_the_months_that_changed_in_the_copy_it_replace
     assert first.rewritten == {"marts.customers": 10, "marts.days": 901}  # all: a new copy
     assert first.tables == {"marts.customers": 10, "marts.days": 901, "marts.ids": 10}
     assert first.path.resolve() == publish / ".analytics" / "a.duckdb"
-    second = write_snapshot(warehouse, publish)  # b starts as a file copy of a
-    assert second.rewritten == {}
+    second = write_snapshot(warehouse, publish)  # b: new as well
+    assert second.rewritten == first.rewritten
     assert second.path.resolve() == publish / ".analytics" / "b.duckdb"
     _same_as_warehouse(second.path, warehouse)
 
@@ -709,7 +709,7 @@ def test_a_snapshot_rewrites_only_the_months_that_changed_in_the_copy_it_replace
 
 def test_a_snapshot_copy_left_without_fingerprints_is_not_trusted(tmp_path):
     """A run killed while updating a copy leaves it without its fingerprints: the next run
-    does not guess what it holds but starts it again from the current copy."""
+    does not guess what it holds but writes it whole."""
     from orchestration.publish.snapshot import write_snapshot
 
     warehouse = _energy_warehouse(tmp_path / "city.duckdb")
@@ -722,7 +722,8 @@ def test_a_snapshot_copy_left_without_fingerprints_is_not_trusted(tmp_path):
         con.execute("DELETE FROM marts.days WHERE day >= DATE '2025-03-01'")
     (publish / ".analytics" / "a.fingerprints.json").unlink()
     result = write_snapshot(warehouse, publish)
-    assert result.path.resolve() == copy and result.rewritten == {}  # b's months, all equal
+    assert result.path.resolve() == copy
+    assert result.rewritten == {"marts.customers": 10, "marts.days": 901}
     _same_as_warehouse(result.path, warehouse)
 
 
@@ -765,5 +766,6 @@ def test_a_snapshot_copy_an_analyst_still_holds_is_written_anew_beside_the_reade
     finally:
         reader.kill()
         reader.wait()
-    assert result.path.resolve() == first and result.rewritten == {"marts.days": 310}
+    assert result.path.resolve() == first  # a new file under the name, written whole
+    assert result.rewritten == {"marts.customers": 10, "marts.days": 901}
     _same_as_warehouse(result.path, warehouse)

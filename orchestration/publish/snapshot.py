@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -98,14 +97,14 @@ def write_snapshot(
     folder.mkdir(parents=True, exist_ok=True)
     current = _pointed_at(final, folder)
     target = folder / COPY_NAMES[1 if current == folder / COPY_NAMES[0] else 0]
-    known = _prepare(target, current)
+    known = _prepare(target)
     try:
         con = duckdb.connect(str(target), config=config or {})
     except duckdb.IOException:
         # An analyst still has this copy open from two runs ago: start a new file under the
         # name; the reader keeps the old one until it closes.
         target.unlink()
-        known = _prepare(target, current)
+        known = _prepare(target)
         con = duckdb.connect(str(target), config=config or {})
     with con:
         counts, prints, rewritten = _update(con, warehouse, known)
@@ -146,23 +145,20 @@ def _write_fingerprints(copy: Path, prints: dict[str, Fingerprint]) -> None:
         tmp.write_text(json.dumps({k: v.record() for k, v in prints.items()}), "utf-8")
 
 
-def _prepare(target: Path, current: Path | None) -> dict[str, Fingerprint]:
+def _prepare(target: Path) -> dict[str, Fingerprint]:
     """Make ``target`` writable and return what it holds. Its fingerprints are removed first:
     a run that dies while updating it leaves a copy of unknown content, which the next run
-    replaces. A copy without fingerprints starts as a file copy of the current one (the second
-    run, or after a crash), else empty."""
+    writes whole. So is a copy that does not exist yet (the first two runs). Starting it as a
+    file copy of the other was tried: on this disk (60 MB/s uncached) the 5 GB copy made the
+    100k increment's snapshot 206 s, against about 75 s for a whole write."""
     known = _read_fingerprints(target) if target.exists() else None
     _fingerprint_path(target).unlink(missing_ok=True)
     if known is None:
         target.unlink(missing_ok=True)
         Path(f"{target}.wal").unlink(missing_ok=True)
-        seed = _read_fingerprints(current) if current is not None else None
-        if seed is not None:
-            shutil.copyfile(current, target)
-            known = seed
-    if target.exists():
-        os.chmod(target, 0o644)
-    return known or {}
+        return {}
+    os.chmod(target, 0o644)
+    return known
 
 
 def _update(

@@ -9,6 +9,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from orchestration.publish.snapshot import COPIES
+
 # Columns that name a run or a moment, or hold a fitted model's own figures: they differ between
 # two runs that produce the same data.
 VOLATILE = {
@@ -52,7 +54,7 @@ def published_files(publish_dir: Path) -> dict[str, pl.DataFrame | str | None]:
     out: dict[str, pl.DataFrame | str | None] = {}
     for path in sorted(p for p in publish_dir.rglob("*") if p.is_file()):
         name = path.relative_to(publish_dir).as_posix()
-        if name.startswith("."):
+        if name.startswith(f"{COPIES}/"):
             continue  # the snapshot's two copies: what each holds depends on the runs before
         if path.suffix in (".csv", ".parquet"):
             out[name] = _stable(read_target_list(path))

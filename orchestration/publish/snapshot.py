@@ -182,7 +182,7 @@ def _update(
     local = _views_binding_on(con, catalog, tables, views)
     copied = sorted(tables + [key for key in views if key not in local])
 
-    _drop_all_but(con, set(copied))
+    held = _drop_all_but(con, set(copied))
     for schema in sorted({schema for schema, _ in copied} | {schema for schema, _ in local}):
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     counts: dict[str, int] = {}
@@ -190,7 +190,8 @@ def _update(
     rewritten: dict[str, int] = {}
     for schema, table in copied:
         name = f"{schema}.{table}"
-        new, written = _bring_up_to_date(con, catalog, schema, table, known.get(name))
+        old = known.get(name) if (schema, table) in held else None
+        new, written = _bring_up_to_date(con, catalog, schema, table, old)
         if written:
             rewritten[name] = written
         prints[name] = new
@@ -229,9 +230,10 @@ def _views_binding_on(
         return sorted(_recreate_views(scratch, views))
 
 
-def _drop_all_but(con: duckdb.DuckDBPyConnection, keep: set[Relation]) -> None:
+def _drop_all_but(con: duckdb.DuckDBPyConnection, keep: set[Relation]) -> set[Relation]:
     """Drop every view (they are created again over the copies), every table not kept and
-    every schema no longer shared."""
+    every schema no longer shared; return the tables kept that the database holds."""
+    held: set[Relation] = set()
     for schema, view in con.execute(
         "SELECT schema_name, view_name FROM duckdb_views() "
         "WHERE NOT internal AND database_name = current_database()"
@@ -241,7 +243,9 @@ def _drop_all_but(con: duckdb.DuckDBPyConnection, keep: set[Relation]) -> None:
         "SELECT schema_name, table_name FROM duckdb_tables() "
         "WHERE database_name = current_database()"
     ).fetchall():
-        if (schema, table) not in keep:
+        if (schema, table) in keep:
+            held.add((schema, table))
+        else:
             con.execute(f'DROP TABLE "{schema}"."{table}" CASCADE')
     for (schema,) in con.execute(
         "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() "
@@ -249,6 +253,7 @@ def _drop_all_but(con: duckdb.DuckDBPyConnection, keep: set[Relation]) -> None:
     ).fetchall():
         if schema not in {s for s, _ in keep} | set(SHARED_SCHEMAS) and schema != "main":
             con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return held
 
 
 def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
@@ -264,8 +269,11 @@ def _shape(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[str, str | No
     return text, next((name for name, kind in columns if kind == "DATE"), None)
 
 
-def _fingerprint(con: duckdb.DuckDBPyConnection, relation: str) -> Fingerprint:
-    columns, partition = _shape(con, relation)
+def _fingerprint(
+    con: duckdb.DuckDBPyConnection, relation: str, shape: tuple[str, str | None]
+) -> Fingerprint:
+    """``relation``'s fingerprint; ``shape`` is its columns and date column (``_shape``)."""
+    columns, partition = shape
     month = f"""date_trunc('month', "{partition}")""" if partition else "NULL::DATE"
     # Grouped by the month as a date, named as text afterwards: strftime on every row of the
     # daily energy cost more than the hashing. hash(__row) hashes the whole row as a struct
@@ -298,34 +306,32 @@ def _rows_of(partition: str | None, parts: list[str]) -> str:
 def _bring_up_to_date(
     con: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str, old: Fingerprint | None
 ) -> tuple[Fingerprint, int]:
-    """Rewrite what differs between the copy (as ``old`` describes it) and the warehouse;
-    return the copy's new fingerprint and the rows written."""
+    """Rewrite what differs between the copy (as ``old`` describes it; None: the copy does not
+    hold the table, or holds it unknown) and the warehouse; return the copy's new fingerprint
+    and the rows written."""
     source, copy = f'"{catalog}"."{schema}"."{table}"', f'"{schema}"."{table}"'
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = ? AND table_name = ?",
-        [schema, table],
-    ).fetchone()[0]
-    if not exists or old is None or (old.columns, old.partition) != _shape(con, source):
-        con.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT * FROM {source}")
+    shape = _shape(con, source)
+    new = None
+    if old is not None and (old.columns, old.partition) == shape:
+        new = _fingerprint(con, source, shape)
+        changed = sorted(
+            p for p in set(old.parts) | set(new.parts) if old.parts.get(p) != new.parts.get(p)
+        )
+        # Unless every month differs, as in a table rebuilt whole whose sums of doubles come
+        # out in another order (customer_features differs from its previous build by up to
+        # 1e-10 kWh in every month): one copy is cheaper than deleting and inserting them all.
+        if not (new.parts and set(new.parts) <= set(changed)):
+            if changed:
+                where = _rows_of(new.partition, changed)
+                con.execute(f"DELETE FROM {copy} WHERE {where}")
+                con.execute(f"INSERT INTO {copy} SELECT * FROM {source} WHERE {where}")
+            return new, sum(new.parts[p][0] for p in changed if p in new.parts)
+    con.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT * FROM {source}")
+    if new is None:
         # Fingerprinted from the copy, which holds the same rows and columns: the daily
         # energy's view joins the archive on every row, its copy only has to be read.
-        new = _fingerprint(con, copy)
-        return new, sum(rows for rows, _ in new.parts.values())
-    new = _fingerprint(con, source)
-    changed = sorted(
-        p for p in set(old.parts) | set(new.parts) if old.parts.get(p) != new.parts.get(p)
-    )
-    if new.parts and set(new.parts) <= set(changed):
-        # Every month differs: a table rebuilt whole whose sums of doubles come out in another
-        # order (customer_features differs from its previous build by up to 1e-10 kWh in every
-        # month). One copy is cheaper than deleting and inserting every month.
-        con.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT * FROM {source}")
-    elif changed:
-        where = _rows_of(new.partition, changed)
-        con.execute(f"DELETE FROM {copy} WHERE {where}")
-        con.execute(f"INSERT INTO {copy} SELECT * FROM {source} WHERE {where}")
-    return new, sum(new.parts[p][0] for p in changed if p in new.parts)
+        new = _fingerprint(con, copy, shape)
+    return new, sum(rows for rows, _ in new.parts.values())
 
 
 def _recreate_views(con: duckdb.DuckDBPyConnection, views: dict[Relation, str]) -> set[Relation]:

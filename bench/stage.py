@@ -2,13 +2,16 @@
 benchmark can time it and read its peak memory on its own (``bench/bench_pipeline.py`` runs
 each stage as a child process).
 
-    python bench/stage.py ingest|features|dbt|ml|publish|increment|run
+    python bench/stage.py ingest|features|dbt|ml|publish|increment|run [PARTS.json]
 
 Paths come from the environment, as for ``python -m orchestration run``; ``DAGSTER_HOME`` keeps
-the month partitions from one stage to the next.
+the month partitions from one stage to the next. With ``PARTS.json``, ``increment`` and ``run``
+also write the seconds their steps spent per part of the pipeline (see ``run_parts``).
 """
 
+import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +26,58 @@ from orchestration.runner import RANGE_END, RANGE_START, run_months, stage_keys 
 
 STAGES = ("ingest", "features", "dbt", "ml", "publish", "increment", "run")
 FEATURES = dg.AssetKey(["marts", "customer_features"])
+# The parts of a run, named as the stages: an asset's group says which it belongs to.
+PARTS = ("ingest", "warehouse", "ml", "publish")
+WAREHOUSE_GROUPS = ("staging", "intermediate", "marts")
+
+
+def part_of(group: str) -> str:
+    if group.startswith("raw_"):
+        return "ingest"
+    if group in WAREHOUSE_GROUPS:
+        return "warehouse"
+    if group in ("ml", "publish"):
+        return group
+    raise ValueError(f"no part of the pipeline for the asset group {group!r}")
+
+
+def step_parts(defs: dg.Definitions) -> dict[str, str]:
+    """Each step of the asset job (an op: one asset, a multi-asset such as the dbt build, or a
+    check) and the part its assets belong to."""
+    graph = defs.resolve_asset_graph()
+    parts = {}
+    for assets in graph.assets_defs:
+        keys = assets.keys or {check.asset_key for check in assets.check_keys}
+        found = {part_of(graph.get(key).group_name or "") for key in keys}
+        if len(found) != 1:
+            raise ValueError(f"step {assets.node_def.name} spans parts {sorted(found)}")
+        parts[assets.node_def.name] = found.pop()
+    return parts
+
+
+def run_parts(
+    instance: dg.DagsterInstance, run_ids: Iterable[str], parts: dict[str, str]
+) -> dict[str, float]:
+    """Seconds per part in the runs: each step from its start to its end (the in-process
+    executor runs one step at a time, so they add up). What a stage takes beyond them is its
+    start-up (imports, definitions) and the runs' own bookkeeping."""
+    seconds = dict.fromkeys(PARTS, 0.0)
+    for run_id in run_ids:
+        started: dict[str, float] = {}
+        for record in instance.get_records_for_run(run_id, limit=1_000_000).records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None or entry.step_key is None:
+                continue
+            if event.event_type == dg.DagsterEventType.STEP_START:
+                started[entry.step_key] = entry.timestamp
+            elif event.event_type in (
+                dg.DagsterEventType.STEP_SUCCESS,
+                dg.DagsterEventType.STEP_FAILURE,
+            ):
+                part = parts[entry.step_key]
+                seconds[part] += entry.timestamp - started.pop(entry.step_key)
+    return {part: round(s, 1) for part, s in seconds.items()}
 
 
 def selections(defs: dg.Definitions) -> dict[str, dg.AssetSelection]:
@@ -45,7 +100,7 @@ def selections(defs: dg.Definitions) -> dict[str, dg.AssetSelection]:
     }
 
 
-def main(stage: str) -> int:
+def main(stage: str, parts_file: Path | None = None) -> int:
     defs = build_definitions()
     settings = defs.resources["finegrid"].settings()
     months = landing_months(settings.landing_dir, load_contracts().values())
@@ -57,6 +112,10 @@ def main(stage: str) -> int:
             # run` does): the files, the warehouse, then the models and publishing for the last.
             landed = months[-1:] if stage == "increment" else months
             outcome = run_months(defs, instance, landed, months[-1:])
+            if parts_file is not None:
+                run_ids = [result.run_id for result in outcome.results]
+                parts = run_parts(instance, run_ids, step_parts(defs))
+                parts_file.write_text(json.dumps(parts, indent=2))
             return 0 if outcome.success else 1
         selection = selections(defs)[stage]
         job = defs.resolve_implicit_global_asset_job_def()
@@ -74,6 +133,6 @@ def main(stage: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in STAGES:
-        sys.exit(f"usage: python bench/stage.py {'|'.join(STAGES)}")
-    sys.exit(main(sys.argv[1]))
+    if len(sys.argv) not in (2, 3) or sys.argv[1] not in STAGES:
+        sys.exit(f"usage: python bench/stage.py {'|'.join(STAGES)} [PARTS.json]")
+    sys.exit(main(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) == 3 else None))

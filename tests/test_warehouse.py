@@ -114,6 +114,28 @@ def test_the_pipeline_builds_and_every_dbt_test_is_a_passing_check(built):
     assert len([e for e in evaluations if e.asset_key.path[0] != "raw"]) > 100
 
 
+def test_the_bench_times_each_part_of_a_run(built):
+    from bench.stage import PARTS, part_of, run_parts, step_parts
+
+    parts = step_parts(built.defs)
+    assert parts["raw__ami__daily_reading"] == parts["ops__load_ledger"] == "ingest"
+    assert parts["raw__ami__daily_reading_month_file_on_time"] == "ingest"  # a check's step
+    assert parts["warehouse"] == "warehouse"  # every model and test, in one dbt build
+    assert parts["ml__risk_scores"] == parts["customer_segments"] == "ml"
+    assert parts["publish_marts"] == parts["publish__analytics_snapshot"] == "publish"
+    with pytest.raises(ValueError, match="'reports'"):
+        part_of("reports")
+
+    run_ids = [result.run_id for result in built.outcome.results]
+    seconds = run_parts(built.instance, run_ids, parts)
+    assert list(seconds) == list(PARTS)
+    assert all(s > 0 for s in seconds.values()), seconds
+    # One step at a time: the parts add up to less than the runs took, and to most of it.
+    records = [built.instance.get_run_record_by_id(run_id) for run_id in run_ids]
+    runs = sum(r.end_time - r.start_time for r in records)
+    assert 0.5 * runs < sum(seconds.values()) <= runs
+
+
 def test_lineage_runs_from_the_landing_zone_to_the_features(built):
     graph = built.defs.resolve_asset_graph()
     features = dg.AssetKey(["marts", "customer_features"])

@@ -267,7 +267,8 @@ run_floor(Path(sys.argv[1]), Path(sys.argv[2]).read_text(), Settings.from_env().
 
 
 def by_part(parts: dict[str, float], seconds: float) -> str:
-    """ "ingest 6.1 s, warehouse 27.3 s, …, start-up and bookkeeping 8.3 s"."""
+    """The parts as "ingest 6.1 s, warehouse 27.3 s, …, start-up and bookkeeping 8.3 s"; the
+    rest of ``seconds`` is the stage's start-up and its runs' bookkeeping."""
     rest = seconds - sum(parts.values())
     return ", ".join(
         [f"{part} {s:.1f} s" for part, s in parts.items()]

@@ -295,14 +295,14 @@ def table(results: list[dict]) -> str:
             against = f"features/floor {floor['features_vs_floor']:.2f}× ({agree})"
         else:
             against = "FAILED (see bench.log)"
+        increment = r["increment"]
         lines.append(
             f"{r['accounts']:>9,}  end to end {r['end_to_end_seconds']:>7.1f} s ({r['months']} "
             f"months, simulation excluded), peak RSS {r['peak_rss_mib']:.0f} MiB; floor "
             f"{floor['seconds']:.1f} s, {against}; increment "
-            f"{r['increment']['seconds']:.1f} s = {r['increment']['share_of_full_run']:.0%} "
+            f"{increment['seconds']:.1f} s = {increment['share_of_full_run']:.0%} "
             "of the full run"
         )
-        increment = r["increment"]
         lines.append(
             f"{r['accounts']:>9,}  increment: {by_part(increment['parts'], increment['seconds'])}"
             f"; its ml and publish alone are {increment['ml_and_publish_share']:.0%} of the full "

@@ -22,19 +22,24 @@ sys.path.insert(0, str(ROOT))
 from data_contracts import load_contracts  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.partitions import MONTHS, landing_months  # noqa: E402
-from orchestration.runner import RANGE_END, RANGE_START, run_months, stage_keys  # noqa: E402
+from orchestration.runner import (  # noqa: E402
+    BUILD_GROUPS,
+    RANGE_END,
+    RANGE_START,
+    run_months,
+    stage_keys,
+)
 
 STAGES = ("ingest", "features", "dbt", "ml", "publish", "increment", "run")
 FEATURES = dg.AssetKey(["marts", "customer_features"])
 # The parts of a run, named as the stages: an asset's group says which it belongs to.
 PARTS = ("ingest", "warehouse", "ml", "publish")
-WAREHOUSE_GROUPS = ("staging", "intermediate", "marts")
 
 
 def part_of(group: str) -> str:
     if group.startswith("raw_"):
         return "ingest"
-    if group in WAREHOUSE_GROUPS:
+    if group in BUILD_GROUPS:  # the dbt layers the warehouse build makes
         return "warehouse"
     if group in ("ml", "publish"):
         return group

@@ -149,8 +149,8 @@ def _prepare(target: Path) -> dict[str, Fingerprint]:
     """Make ``target`` writable and return what it holds. Its fingerprints are removed first:
     a run that dies while updating it leaves a copy of unknown content, which the next run
     writes whole. So is a copy that does not exist yet (the first two runs). Starting it as a
-    file copy of the other was tried: on this disk (60 MB/s uncached) the 5 GB copy made the
-    100k increment's snapshot 206 s, against about 75 s for a whole write."""
+    file copy of the other was tried: on a slow day for this disk (60 MB/s uncached) the 5 GB
+    copy made the 100k increment's snapshot 206 s, against about 75 s for a whole write."""
     known = _read_fingerprints(target) if target.exists() else None
     _fingerprint_path(target).unlink(missing_ok=True)
     if known is None:

@@ -112,12 +112,22 @@ _SCHEMAS: dict[str, dict] = {
     },
     "risk": {
         "type": "object",
-        "required": ["version", "seed", "label", "boosting", "grades", "features", "gate"],
+        "required": [
+            "version",
+            "seed",
+            "label",
+            "retrain_every_months",
+            "boosting",
+            "grades",
+            "features",
+            "gate",
+        ],
         "additionalProperties": False,
         "properties": {
             "version": _NAME,
             "seed": {"type": "integer"},
             "min_history_months": {"type": "integer", "minimum": 0},
+            "retrain_every_months": {"type": "integer", "minimum": 1, "maximum": 12},
             "baseline_max_rows": {"type": "integer", "minimum": 1000},
             "boosting": {
                 "type": "object",

@@ -32,15 +32,29 @@ class RiskRun:
     scores: pl.DataFrame
 
 
-def run_risk(features: pl.DataFrame, config: dict, month: date | None = None) -> RiskRun:
+def train_risk(features: pl.DataFrame, config: dict) -> risk_lib.RiskModel:
+    """The risk model trained on ``features`` (every month of them, labelled from the later
+    months among them)."""
     # Row order feeds early stopping's validation split: fix it, so the same data always gives
     # the same model whatever order the warehouse returned the rows in.
     features = features.sort(["as_of_month", "customer_id"])
     label = config["label"]
     labelled = risk_lib.add_labels(features, label["days_overdue"], label["horizon_months"])
-    model = risk_lib.train(labelled, config)
-    frame = scoring_frame(features, month or latest_month(features))
-    return RiskRun(model, risk_lib.score(model, frame, config))
+    return risk_lib.train(labelled, config)
+
+
+def score_risk(
+    model: risk_lib.RiskModel, features: pl.DataFrame, month: date, config: dict
+) -> pl.DataFrame:
+    """The open customers of ``month`` scored and graded by ``model``."""
+    frame = scoring_frame(features, month).sort("customer_id")
+    return risk_lib.score(model, frame, config)
+
+
+def run_risk(features: pl.DataFrame, config: dict, month: date | None = None) -> RiskRun:
+    """Train on ``features`` and score their latest month (or ``month``)."""
+    model = train_risk(features, config)
+    return RiskRun(model, score_risk(model, features, month or latest_month(features), config))
 
 
 @dataclass
@@ -110,15 +124,17 @@ def segment_change_share(current: pl.DataFrame, previous: pl.DataFrame | None) -
     return float((both["segment_code"] != both["segment_code_previous"]).mean())
 
 
-def risk_gate(risk: RiskRun, thresholds: dict) -> list[GateResult]:
-    auc = risk.model.metrics["gbm"]["auc"]
+def risk_gate(model: risk_lib.RiskModel, thresholds: dict) -> list[GateResult]:
+    """The gate on the model's holdout, with today's thresholds (a model reused from the
+    registry is held to them too)."""
+    auc = model.metrics["gbm"]["auc"]
     return [
         GateResult(
             "risk_auc_above_floor",
             auc >= thresholds["min_auc"],
             auc,
             f">= {thresholds['min_auc']}",
-            f"holdout AUC {auc:.3f} ({risk.model.split.describe()})",
+            f"holdout AUC {auc:.3f} ({model.split.describe()})",
         )
     ]
 

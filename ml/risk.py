@@ -30,6 +30,14 @@ def add_month(month: date, k: int) -> date:
     return date(y, m + 1, 1)
 
 
+def training_month(month: date, every: int) -> date:
+    """The month the model that scores ``month`` is trained as of, when it learns again every
+    ``every`` months: the latest month at or before ``month`` whose number (year × 12 + month
+    − 1) ``every`` divides. The same for every run of a month, in whatever order a backfill
+    runs them."""
+    return add_month(month, -((month.year * 12 + month.month - 1) % every))
+
+
 def add_labels(features: pl.DataFrame, days_overdue: int, horizon: int) -> pl.DataFrame:
     """`label`: 1 when any month-end snapshot in the next ``horizon`` months shows a bill
     ``days_overdue``+ days overdue; null when those months are not all observed."""
@@ -73,7 +81,7 @@ class TimeSplit:
             f"calibrate {self.calibration_month:%Y-%m}, "
             f"holdout {self.holdout_months[0]:%Y-%m}…{self.holdout_months[-1]:%Y-%m}; "
             f"scoring model refit {refit[0]:%Y-%m}…{refit[-1]:%Y-%m}, calibrated "
-            f"{self.holdout_months[-1]:%Y-%m}; score {self.score_month:%Y-%m}"
+            f"{self.holdout_months[-1]:%Y-%m}"
         )
 
 

@@ -16,6 +16,7 @@ from orchestration.publish.snapshot import COPIES
 VOLATILE = {
     "run_id",
     "dagster_run_id",
+    "trained_run_id",
     "created_at",
     "processed_at",
     "first_seen_at",

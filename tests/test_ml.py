@@ -46,6 +46,10 @@ def test_a_bad_rules_file_names_file_and_field(tmp_path):
     doc["grades"][0]["below"] = 0.5
     with pytest.raises(ConfigError, match="grades"):
         load_config("risk", _write(tmp_path, "risk", doc))
+    doc = load_config("risk")
+    doc["retrain_every_months"] = 0
+    with pytest.raises(ConfigError, match=r"risk.yaml: retrain_every_months: 0 is less than"):
+        load_config("risk", _write(tmp_path, "risk", doc))
 
 
 def test_feature_names_come_from_the_dbt_docs():
@@ -199,6 +203,17 @@ def test_labels_look_ahead_three_months_and_stop_where_the_data_stops():
     overdue = one["arrears_max_days_overdue"].to_list()
     expected = [int(max(overdue[i + 1 : i + 4]) >= 30) for i in range(3)] + [None] * 3
     assert one["label"].to_list() == expected
+
+
+def test_the_model_of_a_month_is_trained_as_of_the_schedules_last_training_month():
+    month = risk_lib.training_month
+    # Every three months: as of January, April, July and October.
+    assert [month(date(2025, m, 1), 3) for m in (7, 8, 9, 10)] == [date(2025, 7, 1)] * 3 + [
+        date(2025, 10, 1)
+    ]
+    assert month(date(2026, 2, 1), 3) == date(2026, 1, 1)
+    assert month(date(2026, 1, 1), 12) == month(date(2026, 12, 1), 12) == date(2026, 1, 1)
+    assert month(date(2025, 11, 1), 1) == date(2025, 11, 1)  # 1: every month learns
 
 
 def test_the_time_split_keeps_the_holdout_out_of_training():

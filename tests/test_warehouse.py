@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ import yaml
 
 from data_contracts import load_contracts
 from ml.config import load_config
+from ml.pipeline import score_risk
 from ml.registry import load_artifact
 from ml.truth import risk_against_truth, segment_agreement
 from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_command, dbt_resource
@@ -499,6 +501,99 @@ def test_model_runs_are_recorded_and_their_artifacts_verified(built):
     rules = Path(built.resource.publish_dir).glob("segment_rules_*.txt")
     text = next(rules).read_text("utf-8")
     assert "客户分群规则" in text and "THEN basic_need" in text
+
+
+def _risk_runs(warehouse: Path) -> pl.DataFrame:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(
+            "SELECT * FROM ml.model_runs WHERE model_name = 'risk_gbm_calibrated' "
+            "ORDER BY created_at"
+        ).pl()
+
+
+def test_months_between_trainings_score_with_the_registered_model(built, tmp_path):
+    # The fixture's models ran for 2025-09 and 2025-10. Every three months (risk.yaml), 2025-09
+    # is scored by a model trained as of 2025-07 and 2025-10 by one trained as of itself.
+    assert load_config("risk")["retrain_every_months"] == 3
+    runs = _risk_runs(built.warehouse)
+    assert [
+        (str(r["as_of_month"]), str(r["trained_as_of"])) for r in runs.iter_rows(named=True)
+    ] == [
+        ("2025-09-01", "2025-07-01"),
+        ("2025-10-01", "2025-10-01"),
+    ]
+    assert (runs["trained_run_id"] == runs["run_id"]).all()
+    july = runs.row(0, named=True)
+
+    # A copy of the warehouse and the registry; 2025-08 is then modelled.
+    warehouse, models = tmp_path / "warehouse.duckdb", tmp_path / "models"
+    shutil.copy(built.warehouse, warehouse)
+    shutil.copytree(built.resource.model_dir, models)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "UPDATE ml.model_runs SET artifact_path = replace(artifact_path, ?, ?)",
+            [str(built.resource.model_dir), str(models)],
+        )
+    artifact = Path(july["artifact_path"].replace(str(built.resource.model_dir), str(models)))
+    resource = FinegridResource(
+        warehouse_path=str(warehouse),
+        publish_dir=str(tmp_path / "publish"),
+        model_dir=str(models),
+    )
+
+    def model_august() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [*built.defs.assets, *built.defs.asset_checks],
+            selection=[dg.AssetKey(["ml", "risk_scores"])],
+            resources={"finegrid": resource, "dbt": dbt_resource()},
+            instance=built.instance,
+            partition_key="2025-08",
+            raise_on_error=False,
+        )
+
+    def august() -> pl.DataFrame:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            return con.execute(
+                "SELECT * FROM ml.risk_scores WHERE as_of_month = '2025-08-01' ORDER BY customer_id"
+            ).pl()
+
+    # From the registry: no training, no new artifact, the July model's scores.
+    assert model_august().success
+    reused = _risk_runs(warehouse).row(-1, named=True)
+    assert str(reused["as_of_month"]) == "2025-08-01"
+    assert reused["trained_run_id"] == july["run_id"] != reused["run_id"]
+    assert str(reused["trained_as_of"]) == "2025-07-01"
+    assert reused["artifact_sha256"] == july["artifact_sha256"]
+    assert "with the model of run " + july["run_id"] in reused["data_window"]
+    assert not (models / reused["run_id"]).exists()
+    model = load_artifact(artifact, july["artifact_sha256"], models)
+    keys = "customer_id, as_of_month, status_code, arrears_max_days_overdue"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        features = con.execute(
+            f"SELECT {keys}, {', '.join(model.features)} FROM marts.customer_features "
+            "WHERE as_of_month = '2025-08-01'"
+        ).pl()
+    expected = score_risk(model, features, date(2025, 8, 1), load_config("risk"))
+    scores = august()
+    assert len(scores) > 100
+    assert scores.equals(expected.sort("customer_id"))
+
+    # A model file changed since its run recorded it is never loaded: the run fails and
+    # August keeps its scores.
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    result = model_august()
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert "is not the " + july["artifact_sha256"] in str(failure)
+    assert august().equals(scores)
+
+    # A model file that is gone: the month trains again as of July, and registers its model.
+    artifact.unlink()
+    assert model_august().success
+    retrained = _risk_runs(warehouse).row(-1, named=True)
+    assert retrained["trained_run_id"] == retrained["run_id"]
+    assert str(retrained["trained_as_of"]) == "2025-07-01"
+    assert (models / retrained["run_id"] / "risk_model.joblib").is_file()
 
 
 def test_the_quality_gate_passed_as_blocking_checks(built):

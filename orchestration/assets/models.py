@@ -8,6 +8,7 @@ so publishing never runs on a model that failed it.
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -19,16 +20,16 @@ from ml import plots
 from ml.config import load_config
 from ml.pipeline import (
     GateResult,
-    latest_month,
     nan_to_none,
     risk_gate,
-    run_risk,
     run_segmentation,
+    score_risk,
     segment_change_share,
     segment_gate,
+    train_risk,
 )
-from ml.registry import save_artifact
-from ml.risk import NotEnoughHistory
+from ml.registry import load_artifact, save_artifact
+from ml.risk import NotEnoughHistory, RiskModel, training_month
 from orchestration.assets.ingestion import LEDGER_KEY
 from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
 from orchestration.partitions import MONTHS, key_month
@@ -56,8 +57,14 @@ CREATE TABLE IF NOT EXISTS ml.model_runs (
     gate JSON,
     artifact_path VARCHAR,
     artifact_sha256 VARCHAR,
-    dagster_run_id VARCHAR
+    dagster_run_id VARCHAR,
+    trained_as_of DATE,
+    trained_run_id VARCHAR
 )"""
+# The run that trained the model a run used, and the month of data it was trained as of: the
+# run itself when it trained. Added to tables made before the risk model was reused.
+MODEL_RUNS_ADDED = {"trained_as_of": "DATE", "trained_run_id": "VARCHAR"}
+RISK_MODEL = "risk_gbm_calibrated"
 
 
 def replace_rows(
@@ -85,6 +92,8 @@ def replace_month(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
 def record_run(con: duckdb.DuckDBPyConnection, row: dict) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS ml")
     con.execute(MODEL_RUNS_DDL)
+    for column, kind in MODEL_RUNS_ADDED.items():
+        con.execute(f"ALTER TABLE ml.model_runs ADD COLUMN IF NOT EXISTS {column} {kind}")
     cols = list(row)
     con.execute(
         f"INSERT INTO ml.model_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -106,12 +115,67 @@ def _check(result: GateResult, asset: dg.AssetKey) -> dg.AssetCheckResult:
     )
 
 
-def _features(con: duckdb.DuckDBPyConnection, columns: list[str], through: date) -> pl.DataFrame:
-    """The features of every month up to the as-of month: a model never sees later data."""
+def _features(
+    con: duckdb.DuckDBPyConnection, columns: list[str], through: date, since: date = date.min
+) -> pl.DataFrame:
+    """The features of the months ``since`` … ``through`` (the as-of month): a model never sees
+    later data."""
     select = ", ".join(dict.fromkeys(columns))
     return con.execute(
-        f"SELECT {select} FROM marts.customer_features WHERE as_of_month <= ?", [through]
+        f"SELECT {select} FROM marts.customer_features WHERE as_of_month BETWEEN ? AND ?",
+        [since, through],
     ).pl()
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    run_id: str
+    trained_as_of: date
+    artifact_path: Path
+    artifact_sha256: str
+    model: RiskModel
+
+
+def _registered_risk_model(
+    con: duckdb.DuckDBPyConnection, version: str, trained_as_of: date, model_dir: Path
+) -> RegisteredModel | None:
+    """The newest risk model trained as of ``trained_as_of`` under this config version, loaded
+    from the registry with its hash checked (a tampered file raises ``ArtifactError``); None when
+    there is none, or its file is gone (the month then trains again)."""
+    if not table_exists(con, "ml", "model_runs"):
+        return None
+    info = con.execute("SELECT name FROM pragma_table_info('ml.model_runs')").fetchall()
+    if not set(MODEL_RUNS_ADDED) <= {name for (name,) in info}:
+        return None
+    row = con.execute(
+        """SELECT run_id, artifact_path, artifact_sha256 FROM ml.model_runs
+           WHERE model_name = ? AND config_version = ? AND trained_as_of = ?
+             AND trained_run_id = run_id
+           ORDER BY created_at DESC LIMIT 1""",
+        [RISK_MODEL, version, trained_as_of],
+    ).fetchone()
+    if row is None or not Path(row[1]).is_file():
+        return None
+    path = Path(row[1])
+    return RegisteredModel(
+        row[0], trained_as_of, path, row[2], load_artifact(path, row[2], model_dir)
+    )
+
+
+def _train_as_of(
+    features: pl.DataFrame, config: dict, trained_as_of: date, month: date, log
+) -> tuple[RiskModel, date]:
+    """Train on the months up to ``trained_as_of``; when they hold too little history, as of the
+    scored month itself (which raises ``NotEnoughHistory`` in turn)."""
+    try:
+        return train_risk(features.filter(pl.col("as_of_month") <= trained_as_of), config), (
+            trained_as_of
+        )
+    except NotEnoughHistory as exc:
+        if trained_as_of == month:
+            raise
+        log.warning(f"{month}: as of {trained_as_of} {exc}; training as of {month}")
+        return train_risk(features, config), month
 
 
 # The tables the models write, declared so that a month the models skip (the first months of a
@@ -168,9 +232,11 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     group_name="ml",
     kinds={"scikit-learn", "duckdb"},
     description="Calibrated 3-month payment-risk probability, credit grade (A–E) and top reasons "
-    "for every open customer of the partition's as-of month, from a model trained on the "
-    "months before it (ml.risk_scores); the model run is recorded in ml.model_runs. A month "
-    "with too little history to train is recorded as skipped.",
+    "for every open customer of the partition's as-of month (ml.risk_scores), from the model "
+    "trained as of the schedule's last training month at or before it (retrain_every_months in "
+    "ml/config/risk.yaml), taken from the registry or trained in this run on the months up to "
+    "it; every run is recorded in ml.model_runs. A month with too little history to train is "
+    "recorded as skipped.",
     check_specs=[dg.AssetCheckSpec(name, asset=RISK, blocking=True) for name in RISK_CHECKS],
     partitions_def=MONTHS,
     backfill_policy=RUN_PER_MONTH,
@@ -183,57 +249,79 @@ def risk_scores(
     settings = finegrid.settings()
     month = key_month(context.partition_key)
     keys = ["customer_id", "as_of_month", "status_code", "arrears_max_days_overdue"]
+    anchor = training_month(month, config["retrain_every_months"])
     with finegrid.connect(read_only=True) as con:
-        features = _features(con, keys + config["features"], month)
-    if features.is_empty() or latest_month(features) != month:
+        # The month the schedule trains as of always trains (a re-run of it learns again from
+        # what the warehouse now holds); the months after it score with its model.
+        registered = (
+            None
+            if anchor == month
+            else _registered_risk_model(con, config["version"], anchor, settings.model_dir)
+        )
+        if registered is None:
+            features = _features(con, keys + config["features"], month)
+        else:  # the month alone, with the columns the model was trained on
+            features = _features(con, keys + registered.model.features, month, since=month)
+    if features.filter(pl.col("as_of_month") == month).is_empty():
         yield from _skipped(
             finegrid, [RISK], RISK_CHECKS, month, f"no customer features for {month}"
         )
         return
-    try:
-        run = run_risk(features, config, month)
-    except NotEnoughHistory as exc:
-        context.log.warning(f"{month}: {exc}")
-        yield from _skipped(finegrid, [RISK], RISK_CHECKS, month, str(exc))
-        return
     run_id = f"risk-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
-    path, sha = save_artifact(run.model, settings.model_dir, run_id, "risk_model")
-    gate = risk_gate(run, config["gate"])
+    if registered is not None:
+        model, trained_as_of, trained_run = registered.model, anchor, registered.run_id
+        path, sha = registered.artifact_path, registered.artifact_sha256
+    else:
+        try:
+            model, trained_as_of = _train_as_of(features, config, anchor, month, context.log)
+        except NotEnoughHistory as exc:
+            context.log.warning(f"{month}: {exc}")
+            yield from _skipped(finegrid, [RISK], RISK_CHECKS, month, str(exc))
+            return
+        trained_run = run_id
+        path, sha = save_artifact(model, settings.model_dir, run_id, "risk_model")
+    scores = score_risk(model, features, month, config)
+    data_window = f"{model.split.describe()}; score {month:%Y-%m}"
+    if trained_run != run_id:
+        data_window += f" with the model of run {trained_run}"
+    gate = risk_gate(model, config["gate"])
     with finegrid.connect() as con:
-        replace_month(con, "ml.risk_scores", run.scores)
+        replace_month(con, "ml.risk_scores", scores)
         record_run(
             con,
             {
                 "run_id": run_id,
-                "model_name": "risk_gbm_calibrated",
+                "model_name": RISK_MODEL,
                 "config_version": config["version"],
                 "created_at": datetime.now(UTC).replace(tzinfo=None),
                 "as_of_month": month,
-                "data_window": run.model.split.describe(),
-                "features": run.model.features,
-                "metrics": json.dumps(run.model.metrics),
+                "data_window": data_window,
+                "features": model.features,
+                "metrics": json.dumps(model.metrics),
                 "gate": json.dumps([g.__dict__ for g in gate], default=nan_to_none),
                 "artifact_path": str(path),
                 "artifact_sha256": sha,
                 "dagster_run_id": context.run.run_id,
+                "trained_as_of": trained_as_of,
+                "trained_run_id": trained_run,
             },
         )
-    grades = run.scores["risk_grade"].value_counts().sort("risk_grade")
-    m = run.model.metrics
+    grades = scores["risk_grade"].value_counts().sort("risk_grade")
+    m = model.metrics
     yield dg.MaterializeResult(
         asset_key=RISK,
         metadata={
-            **_run_metadata(month, len(run.scores), run_id),
-            "data_window": run.model.split.describe(),
+            **_run_metadata(month, len(scores), run_id),
+            "trained_as_of": str(trained_as_of),
+            "trained_in_run": trained_run,
+            "data_window": data_window,
             "holdout_auc_gbm": m["gbm"]["auc"],
             "holdout_auc_logistic": m["logistic"]["auc"],
             "metrics": dg.MetadataValue.md(_metrics_table(m)),
             "grades": dg.MetadataValue.md("\n".join(f"- {g}: {n}" for g, n in grades.iter_rows())),
-            "top_features": ", ".join(run.model.top_features),
-            "roc": dg.MetadataValue.md(
-                plots.roc(run.model.roc, {k: v["auc"] for k, v in m.items()})
-            ),
-            "calibration": dg.MetadataValue.md(plots.calibration(*run.model.calibration_curve)),
+            "top_features": ", ".join(model.top_features),
+            "roc": dg.MetadataValue.md(plots.roc(model.roc, {k: v["auc"] for k, v in m.items()})),
+            "calibration": dg.MetadataValue.md(plots.calibration(*model.calibration_curve)),
         },
     )
     for result in gate:
@@ -323,6 +411,8 @@ def customer_segments(
                 "artifact_path": str(path),
                 "artifact_sha256": sha,
                 "dagster_run_id": context.run.run_id,
+                "trained_as_of": month,
+                "trained_run_id": run_id,
             },
         )
     sizes = run.segments["segment_code"].value_counts().sort("segment_code")

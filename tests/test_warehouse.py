@@ -1110,6 +1110,41 @@ def _differences(warehouse: Path, reference: Path) -> dict[str, int]:
     return found
 
 
+def test_the_daily_energy_key_test_counts_what_the_last_build_wrote(built, tmp_path):
+    # After a full build every row has one stamp and all are counted; after an incremental one,
+    # the keys the build wrote, each against the whole table.
+    test = "int_daily_energy,test_name:unique_combination"
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, copy)
+    table = "intermediate.int_daily_energy"
+
+    def key_test(statement: str) -> subprocess.CompletedProcess:
+        with duckdb.connect(str(copy)) as con:
+            con.execute(statement)
+        command = dbt_command(copy, tmp_path / "target", "test", "--select", test)
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    with duckdb.connect(str(copy), read_only=True) as con:
+        assert con.execute(
+            f"SELECT count(DISTINCT readings_computed_at) FROM {table}"
+        ).fetchone() == (1,)
+    old_day = f"(SELECT * FROM {table} ORDER BY customer_id, energy_date LIMIT 1)"
+    passed = key_test("SELECT 1")
+    assert passed.returncode == 0 and "PASS=1 " in passed.stdout, passed.stdout[-2000:]
+    # A second row for an old key, written by a later build.
+    later = key_test(
+        f"INSERT INTO {table} SELECT * REPLACE "
+        f"(readings_computed_at + INTERVAL 1 DAY AS readings_computed_at) FROM {old_day}"
+    )
+    assert later.returncode == 1 and "Got 1 result" in later.stdout, later.stdout[-2000:]
+    # The same within a full build: every row has the same stamp.
+    full = key_test(
+        f"DELETE FROM {table} WHERE readings_computed_at > (SELECT min(readings_computed_at) "
+        f"FROM {table}); INSERT INTO {table} SELECT * FROM {old_day}"
+    )
+    assert full.returncode == 1 and "Got 1 result" in full.stdout, full.stdout[-2000:]
+
+
 def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, tmp_path):
     # The energy models rebuild, per meter and customer, only what rows loaded since their last
     # build can change. Held back: the last month's readings and meter changes. Made to straddle

@@ -595,6 +595,18 @@ def test_months_between_trainings_score_with_the_registered_model(built, tmp_pat
     assert str(retrained["trained_as_of"]) == "2025-07-01"
     assert (models / retrained["run_id"] / "risk_model.joblib").is_file()
 
+    # One outside today's registry (MODEL_DIR moved) is not loaded: trained again too.
+    elsewhere = tmp_path / "elsewhere.joblib"
+    shutil.copy(retrained["artifact_path"], elsewhere)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "UPDATE ml.model_runs SET artifact_path = ? WHERE run_id = ?",
+            [str(elsewhere), retrained["run_id"]],
+        )
+    assert model_august().success
+    again = _risk_runs(warehouse).row(-1, named=True)
+    assert again["trained_run_id"] == again["run_id"] != retrained["run_id"]
+
 
 def test_the_quality_gate_passed_as_blocking_checks(built):
     ml_checks = [e for e in built.evaluations if e.asset_key.path[0] == "ml"]

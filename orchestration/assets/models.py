@@ -140,8 +140,9 @@ def _registered_risk_model(
     con: duckdb.DuckDBPyConnection, version: str, trained_as_of: date, model_dir: Path
 ) -> RegisteredModel | None:
     """The newest risk model trained as of ``trained_as_of`` under this config version, loaded
-    from the registry with its hash checked (a tampered file raises ``ArtifactError``); None when
-    there is none, or its file is gone (the month then trains again)."""
+    from the registry with its hash checked (a changed file raises ``ArtifactError``); None when
+    there is none, or its file is gone or lies outside today's ``MODEL_DIR`` (the month then
+    trains it again)."""
     if not table_exists(con, "ml", "model_runs"):
         return None
     info = con.execute("SELECT name FROM pragma_table_info('ml.model_runs')").fetchall()
@@ -154,28 +155,33 @@ def _registered_risk_model(
            ORDER BY created_at DESC LIMIT 1""",
         [RISK_MODEL, version, trained_as_of],
     ).fetchone()
-    if row is None or not Path(row[1]).is_file():
+    if row is None:
         return None
     path = Path(row[1])
+    if not (path.is_file() and path.resolve().is_relative_to(model_dir.resolve())):
+        return None
     return RegisteredModel(
         row[0], trained_as_of, path, row[2], load_artifact(path, row[2], model_dir)
     )
 
 
 def _train_as_of(
-    features: pl.DataFrame, config: dict, trained_as_of: date, month: date, log
+    features: pl.DataFrame,
+    config: dict,
+    trained_as_of: date,
+    month: date,
+    log: dg.DagsterLogManager,
 ) -> tuple[RiskModel, date]:
     """Train on the months up to ``trained_as_of``; when they hold too little history, as of the
     scored month itself (which raises ``NotEnoughHistory`` in turn)."""
     try:
-        return train_risk(features.filter(pl.col("as_of_month") <= trained_as_of), config), (
-            trained_as_of
-        )
+        model = train_risk(features.filter(pl.col("as_of_month") <= trained_as_of), config)
     except NotEnoughHistory as exc:
         if trained_as_of == month:
             raise
         log.warning(f"{month}: as of {trained_as_of} {exc}; training as of {month}")
         return train_risk(features, config), month
+    return model, trained_as_of
 
 
 # The tables the models write, declared so that a month the models skip (the first months of a
@@ -269,9 +275,17 @@ def risk_scores(
         return
     run_id = f"risk-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
     if registered is not None:
-        model, trained_as_of, trained_run = registered.model, anchor, registered.run_id
-        path, sha = registered.artifact_path, registered.artifact_sha256
+        model, trained_as_of = registered.model, registered.trained_as_of
+        trained_run, path, sha = (
+            registered.run_id,
+            registered.artifact_path,
+            registered.artifact_sha256,
+        )
     else:
+        if anchor != month:
+            context.log.info(
+                f"{month}: no registered risk model trained as of {anchor}: training it"
+            )
         try:
             model, trained_as_of = _train_as_of(features, config, anchor, month, context.log)
         except NotEnoughHistory as exc:

@@ -557,8 +557,11 @@ def test_months_between_trainings_score_with_the_registered_model(built, tmp_pat
                 "SELECT * FROM ml.risk_scores WHERE as_of_month = '2025-08-01' ORDER BY customer_id"
             ).pl()
 
-    # From the registry: no training, no new artifact, the July model's scores.
-    assert model_august().success
+    # From the registry: no training, no new artifact, the July model's scores, and its gate.
+    reusing = model_august()
+    assert reusing.success
+    gate = next(e for e in check_evaluations(reusing) if e.check_name == "risk_auc_above_floor")
+    assert gate.metadata["value"].value == json.loads(july["metrics"])["gbm"]["auc"]
     reused = _risk_runs(warehouse).row(-1, named=True)
     assert str(reused["as_of_month"]) == "2025-08-01"
     assert reused["trained_run_id"] == july["run_id"] != reused["run_id"]

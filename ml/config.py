@@ -39,10 +39,18 @@ CONDITIONS_SCHEMA = {
 _SCHEMAS: dict[str, dict] = {
     "segmentation": {
         "type": "object",
-        "required": ["version", "seed", "k_range", "populations", "features"],
+        "required": [
+            "version",
+            "seed",
+            "retrain_every_months",
+            "k_range",
+            "populations",
+            "features",
+        ],
         "properties": {
             "version": _NAME,
             "seed": {"type": "integer"},
+            "retrain_every_months": {"type": "integer", "minimum": 1, "maximum": 12},
             "k_range": {
                 "type": "array",
                 "items": {"type": "integer", "minimum": 2},

@@ -66,19 +66,34 @@ class SegmentRun:
     explanation: Explanation
 
 
-def run_segmentation(
-    features: pl.DataFrame, scores: pl.DataFrame, config: dict, mapping: dict, month: date
-) -> SegmentRun:
-    frame = (
+def segmentation_frame(features: pl.DataFrame, scores: pl.DataFrame, month: date) -> pl.DataFrame:
+    """The month's open customers with their risk score, in a fixed order (k-means
+    initialisation depends on row order)."""
+    return (
         scoring_frame(features, month)
         .join(
             scores.select("customer_id", "risk_probability", "risk_grade"),
             on="customer_id",
             how="left",
         )
-        .sort("customer_id")  # k-means initialisation depends on row order
+        .sort("customer_id")
     )
-    clusters = seg.cluster_all(frame, config)
+
+
+def run_segmentation(
+    features: pl.DataFrame,
+    scores: pl.DataFrame,
+    config: dict,
+    mapping: dict,
+    month: date,
+    found: list[seg.PopulationClusters] | None = None,
+) -> SegmentRun:
+    """Segments of the month: clusters found on its customers, or, with ``found``, its customers
+    placed in clusters found earlier; then the business mapping and the explanation tree."""
+    frame = segmentation_frame(features, scores, month)
+    clusters = (
+        seg.cluster_all(frame, config) if found is None else seg.place_all(frame, found, config)
+    )
     assigned = seg.assignments(clusters)
     customers = frame.join(assigned, on="customer_id").join(
         seg.cluster_medians(frame, assigned), on="cluster_id"

@@ -3,7 +3,7 @@ bootstrap stability; centres reported in original units."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -109,6 +109,22 @@ def cluster_population(frame: pl.DataFrame, population: str, config: dict) -> Po
     )
 
 
+def place_population(frame: pl.DataFrame, found: PopulationClusters) -> PopulationClusters:
+    """``frame``'s customers placed in clusters found earlier (``found``, from the schedule's
+    training month): its preprocessing, centres and K; each customer in the nearest cluster,
+    with the same confidence as when clustering."""
+    matrix = found.preprocessor.transform(frame)
+    distances = found.model.transform(matrix)
+    ordered = np.sort(distances, axis=1)
+    confidence = 1.0 - ordered[:, 0] / np.maximum(ordered[:, 1], 1e-12)
+    return replace(
+        found,
+        customer_ids=frame["customer_id"].to_list(),
+        labels=np.argmin(distances, axis=1).astype(found.labels.dtype),
+        confidence=np.clip(confidence, 0.0, 1.0),
+    )
+
+
 def cluster_id(population: str, label: int) -> str:
     """'R3' for residential cluster 3, 'N1' for non-residential cluster 1."""
     return f"{population[0].upper()}{int(label)}"
@@ -127,6 +143,15 @@ def cluster_all(frame: pl.DataFrame, config: dict) -> list[PopulationClusters]:
         for name, part in split_populations(frame, config).items()
         if len(part) >= config["k_range"][0] + 2
     ]
+
+
+def place_all(
+    frame: pl.DataFrame, found: list[PopulationClusters], config: dict
+) -> list[PopulationClusters]:
+    """Every population's customers placed in the clusters found for it (a population that had
+    too few customers to cluster then stays unclustered, as in ``cluster_all``)."""
+    parts = split_populations(frame, config)
+    return [place_population(parts[f.population], f) for f in found if len(parts[f.population])]
 
 
 def assignments(results: list[PopulationClusters]) -> pl.DataFrame:

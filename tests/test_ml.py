@@ -7,8 +7,10 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from sklearn.metrics import adjusted_rand_score
 
 from ml import risk as risk_lib
+from ml import segmentation as seg_lib
 from ml.config import CONFIG_DIR, ConfigError, feature_catalogue, load_config
 from ml.explain import explain, label
 from ml.mapping import assign_segments
@@ -46,6 +48,12 @@ def test_a_bad_rules_file_names_file_and_field(tmp_path):
     doc["grades"][0]["below"] = 0.5
     with pytest.raises(ConfigError, match="grades"):
         load_config("risk", _write(tmp_path, "risk", doc))
+    doc = load_config("segmentation")
+    doc["retrain_every_months"] = 13
+    with pytest.raises(
+        ConfigError, match=r"segmentation.yaml: retrain_every_months: 13 is greater"
+    ):
+        load_config("segmentation", _write(tmp_path, "segmentation", doc))
     doc = load_config("risk")
     doc["retrain_every_months"] = 0
     with pytest.raises(ConfigError, match=r"risk.yaml: retrain_every_months: 0 is less than"):
@@ -94,6 +102,45 @@ def test_k_is_chosen_where_the_clusters_are_and_is_stable():
 
     labels = KMeans(4, random_state=1, n_init=5).fit_predict(points)
     assert bootstrap_stability(points, 4, labels, config) > 0.95
+
+
+def test_customers_are_placed_in_clusters_found_earlier_as_when_clustering():
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+
+    def frame(n: int, prefix: str) -> pl.DataFrame:
+        points = np.vstack([c + rng.normal(0, 0.6, (n, 2)) for c in centres])
+        return pl.DataFrame(
+            {
+                "customer_id": [f"{prefix}{i}" for i in range(len(points))],
+                "x": points[:, 0] + 10,
+                "y": points[:, 1] + 10,
+            }
+        )
+
+    config = {
+        "seed": 1,
+        "k_range": [2, 5],
+        "silhouette_sample": 300,
+        "bootstrap_rounds": 2,
+        "features": [{"name": "x"}, {"name": "y"}],
+    }
+    earlier = frame(100, "a")
+    found = seg_lib.cluster_population(earlier, "residential", config)
+    assert found.k == 3
+    # Its own customers land where clustering put them, with the same confidence.
+    again = seg_lib.place_population(earlier, found)
+    assert (again.labels == found.labels).all()
+    assert np.allclose(again.confidence, found.confidence)
+    # A later month's customers: each in the cluster of the centre it was drawn around, and the
+    # clusters as they were (K, centres, stability).
+    later = frame(40, "b")
+    placed = seg_lib.place_population(later, found)
+    assert placed.customer_ids == later["customer_id"].to_list()
+    assert (placed.k, placed.stability_ari) == (found.k, found.stability_ari)
+    truth = np.repeat(np.arange(3), 40)
+    assert adjusted_rand_score(truth, placed.labels) == 1.0
+    assert set(placed.labels) == set(found.labels)
 
 
 def _customers() -> pl.DataFrame:

@@ -503,19 +503,17 @@ def test_model_runs_are_recorded_and_their_artifacts_verified(built):
     assert "客户分群规则" in text and "THEN basic_need" in text
 
 
-def _risk_runs(warehouse: Path) -> pl.DataFrame:
+def _model_runs(warehouse: Path, model: str = "risk_gbm_calibrated") -> pl.DataFrame:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         return con.execute(
-            "SELECT * FROM ml.model_runs WHERE model_name = 'risk_gbm_calibrated' "
-            "ORDER BY created_at"
+            "SELECT * FROM ml.model_runs WHERE model_name = ? ORDER BY created_at", [model]
         ).pl()
 
 
-def test_months_between_trainings_score_with_the_registered_model(built, tmp_path):
-    # The fixture's models ran for 2025-09 and 2025-10. Every three months (risk.yaml), 2025-09
-    # is scored by a model trained as of 2025-07 and 2025-10 by one trained as of itself.
-    assert load_config("risk")["retrain_every_months"] == 3
-    runs = _risk_runs(built.warehouse)
+def _july_run(runs: pl.DataFrame) -> dict:
+    """The fixture's models ran for 2025-09 and 2025-10. Every three months (the rules files),
+    2025-09 is served by a model trained as of 2025-07, in its own run, and 2025-10 by one
+    trained as of itself. Returns 2025-09's run."""
     assert [
         (str(r["as_of_month"]), str(r["trained_as_of"])) for r in runs.iter_rows(named=True)
     ] == [
@@ -523,7 +521,12 @@ def test_months_between_trainings_score_with_the_registered_model(built, tmp_pat
         ("2025-10-01", "2025-10-01"),
     ]
     assert (runs["trained_run_id"] == runs["run_id"]).all()
-    july = runs.row(0, named=True)
+    return runs.row(0, named=True)
+
+
+def test_months_between_trainings_score_with_the_registered_model(built, tmp_path):
+    assert load_config("risk")["retrain_every_months"] == 3
+    july = _july_run(_model_runs(built.warehouse))
 
     # A copy of the warehouse and the registry; 2025-08 is then modelled.
     warehouse, models = tmp_path / "warehouse.duckdb", tmp_path / "models"
@@ -562,7 +565,7 @@ def test_months_between_trainings_score_with_the_registered_model(built, tmp_pat
     assert reusing.success
     gate = next(e for e in check_evaluations(reusing) if e.check_name == "risk_auc_above_floor")
     assert gate.metadata["value"].value == json.loads(july["metrics"])["gbm"]["auc"]
-    reused = _risk_runs(warehouse).row(-1, named=True)
+    reused = _model_runs(warehouse).row(-1, named=True)
     assert str(reused["as_of_month"]) == "2025-08-01"
     assert reused["trained_run_id"] == july["run_id"] != reused["run_id"]
     assert str(reused["trained_as_of"]) == "2025-07-01"
@@ -593,7 +596,7 @@ def test_months_between_trainings_score_with_the_registered_model(built, tmp_pat
     # A model file that is gone: the month trains again as of July, and registers its model.
     artifact.unlink()
     assert model_august().success
-    retrained = _risk_runs(warehouse).row(-1, named=True)
+    retrained = _model_runs(warehouse).row(-1, named=True)
     assert retrained["trained_run_id"] == retrained["run_id"]
     assert str(retrained["trained_as_of"]) == "2025-07-01"
     assert (models / retrained["run_id"] / "risk_model.joblib").is_file()
@@ -607,8 +610,53 @@ def test_months_between_trainings_score_with_the_registered_model(built, tmp_pat
             [str(elsewhere), retrained["run_id"]],
         )
     assert model_august().success
-    again = _risk_runs(warehouse).row(-1, named=True)
+    again = _model_runs(warehouse).row(-1, named=True)
     assert again["trained_run_id"] == again["run_id"] != retrained["run_id"]
+
+
+def test_months_between_trainings_place_customers_in_the_registered_clusters(built, tmp_path):
+    # As the risk model: 2025-09's run found the clusters as of 2025-07, 2025-10's its own.
+    assert load_config("segmentation")["retrain_every_months"] == 3
+    july = _july_run(_model_runs(built.warehouse, "segmentation_kmeans"))
+    assert "clusters found as of 2025-07" in july["data_window"]
+
+    # On a copy of the warehouse, with the fixture's registry: this run adds its artifacts
+    # beside the fixture's, which no other test lists.
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    resource = FinegridResource(
+        warehouse_path=str(warehouse),
+        publish_dir=str(tmp_path / "publish"),
+        model_dir=str(built.resource.model_dir),
+    )
+    result = dg.materialize(
+        [*built.defs.assets, *built.defs.asset_checks],
+        selection=[
+            dg.AssetKey(["ml", "risk_scores"]),
+            dg.AssetKey(["ml", "customer_segments"]),
+            dg.AssetKey(["ml", "segment_profiles"]),
+        ],
+        resources={"finegrid": resource, "dbt": dbt_resource()},
+        instance=built.instance,
+        partition_key="2025-08",
+    )
+    assert result.success
+    assert all(e.passed for e in check_evaluations(result))
+    runs = _model_runs(warehouse, "segmentation_kmeans")
+    august = runs.filter(pl.col("as_of_month") == date(2025, 8, 1))
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        profiles = con.execute(
+            "SELECT * EXCLUDE (size, share, as_of_month) FROM ml.segment_profiles "
+            "WHERE as_of_month IN ('2025-08-01', '2025-09-01') ORDER BY cluster_id"
+        ).pl()
+        segments = con.execute(
+            "SELECT count(*) FROM ml.customer_segments WHERE as_of_month = '2025-08-01'"
+        ).fetchone()[0]
+    assert august["trained_run_id"].to_list() == [july["run_id"]]
+    assert str(august["trained_as_of"][0]) == "2025-07-01"
+    assert segments > 100
+    # August's customers sit in July's clusters: the same centres as September's.
+    assert profiles.n_unique() == len(profiles) // 2 > 2
 
 
 def test_the_quality_gate_passed_as_blocking_checks(built):

@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
 import polars as pl
 
 from ml import plots
+from ml import segmentation as seg
 from ml.config import load_config
 from ml.pipeline import (
     GateResult,
@@ -24,6 +26,7 @@ from ml.pipeline import (
     risk_gate,
     run_segmentation,
     score_risk,
+    scoring_frame,
     segment_change_share,
     segment_gate,
     train_risk,
@@ -65,6 +68,7 @@ CREATE TABLE IF NOT EXISTS ml.model_runs (
 # run itself when it trained. Added to tables made before the risk model was reused.
 MODEL_RUNS_ADDED = {"trained_as_of": "DATE", "trained_run_id": "VARCHAR"}
 RISK_MODEL = "risk_gbm_calibrated"
+SEGMENTATION_MODEL = "segmentation_kmeans"
 
 
 def replace_rows(
@@ -133,16 +137,20 @@ class RegisteredModel:
     trained_as_of: date
     artifact_path: Path
     artifact_sha256: str
-    model: RiskModel
+    model: Any
 
 
-def _registered_risk_model(
-    con: duckdb.DuckDBPyConnection, version: str, trained_as_of: date, model_dir: Path
+def _registered_model(
+    con: duckdb.DuckDBPyConnection,
+    model_name: str,
+    version: str,
+    trained_as_of: date,
+    model_dir: Path,
 ) -> RegisteredModel | None:
-    """The newest risk model trained as of ``trained_as_of`` under this config version, loaded
-    from the registry with its hash checked (a changed file raises ``ArtifactError``); None when
-    there is none, or its file is gone or lies outside today's ``MODEL_DIR`` (the month then
-    trains it again)."""
+    """The newest model ``model_name`` trained as of ``trained_as_of`` under this config
+    version, loaded from the registry with its hash checked (a changed file raises
+    ``ArtifactError``); None when there is none, or its file is gone or lies outside today's
+    ``MODEL_DIR`` (the month then trains it again)."""
     if not table_exists(con, "ml", "model_runs"):
         return None
     info = con.execute("SELECT name FROM pragma_table_info('ml.model_runs')").fetchall()
@@ -153,7 +161,7 @@ def _registered_risk_model(
            WHERE model_name = ? AND config_version = ? AND trained_as_of = ?
              AND trained_run_id = run_id
            ORDER BY created_at DESC LIMIT 1""",
-        [RISK_MODEL, version, trained_as_of],
+        [model_name, version, trained_as_of],
     ).fetchone()
     if row is None:
         return None
@@ -262,7 +270,7 @@ def risk_scores(
         registered = (
             None
             if anchor == month
-            else _registered_risk_model(con, config["version"], anchor, settings.model_dir)
+            else _registered_model(con, RISK_MODEL, config["version"], anchor, settings.model_dir)
         )
         if registered is None:
             features = _features(con, keys + config["features"], month)
@@ -350,8 +358,9 @@ def risk_scores(
             group_name="ml",
             kinds={"scikit-learn", "duckdb"},
             description="One primary business segment per open customer of the partition's "
-            "as-of month, with its k-means cluster, a confidence and a reason "
-            "(ml.customer_segments); the explanation tree's rules go to PUBLISH_DIR.",
+            "as-of month, with its k-means cluster (found as of the schedule's last training "
+            "month, retrain_every_months in ml/config/segmentation.yaml), a confidence and a "
+            "reason (ml.customer_segments); the explanation tree's rules go to PUBLISH_DIR.",
         ),
         dg.AssetSpec(
             PROFILES,
@@ -374,24 +383,46 @@ def customer_segments(
     thresholds = load_config("risk")["gate"]
     settings = finegrid.settings()
     month = key_month(context.partition_key)
+    version = f"{config['version']} / mapping {mapping['version']}"
+    anchor = training_month(month, config["retrain_every_months"])
+    query = "SELECT * FROM marts.customer_features WHERE as_of_month = ?"
     with finegrid.connect(read_only=True) as con:
-        features = con.execute(
-            "SELECT * FROM marts.customer_features WHERE as_of_month = ?", [month]
-        ).pl()
+        features = con.execute(query, [month]).pl()
         scores = (
             con.execute("SELECT * FROM ml.risk_scores WHERE as_of_month = ?", [month]).pl()
             if table_exists(con, "ml", "risk_scores")
             else pl.DataFrame()
         )
         previous = _previous_segments(con, month)
+        # As the risk model: the schedule's training month clusters its customers, the months
+        # after it place theirs in its clusters.
+        registered = (
+            None
+            if anchor == month
+            else _registered_model(con, SEGMENTATION_MODEL, version, anchor, settings.model_dir)
+        )
+        at_anchor = (
+            con.execute(query, [anchor]).pl() if anchor != month and registered is None else None
+        )
     if scores.is_empty():
         reason = f"no risk scores for {month} (the risk model skipped or has not run)"
         yield from _skipped(finegrid, [SEGMENTS, PROFILES], SEGMENT_CHECKS, month, reason)
         return
-    run = run_segmentation(features, scores, config, mapping, month)
+    run_id = f"segments-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
+    found, trained_as_of, trained_run = None, month, run_id
+    if registered is not None:
+        found, trained_as_of = registered.model["clusters"], anchor
+        trained_run = registered.run_id
+    elif at_anchor is not None:
+        frame = scoring_frame(at_anchor, anchor).sort("customer_id")
+        if frame.is_empty():
+            context.log.warning(f"{month}: no customers as of {anchor}; clustering as of {month}")
+        else:
+            context.log.info(f"{month}: no registered clusters as of {anchor}: finding them")
+            found, trained_as_of = seg.cluster_all(frame, config), anchor
+    run = run_segmentation(features, scores, config, mapping, month, found)
     change = segment_change_share(run.segments, previous)
     gate = segment_gate(run, change, thresholds)
-    run_id = f"segments-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
     path, sha = save_artifact(
         {"clusters": run.clusters, "tree": run.explanation.tree},
         settings.model_dir,
@@ -399,6 +430,9 @@ def customer_segments(
         "segmentation",
     )
     rules_file = _write_rules(settings.publish_dir, month, run.explanation.rules_text, mapping)
+    data_window = f"features as of {month:%Y-%m}"
+    if trained_as_of != month or trained_run != run_id:
+        data_window += f"; clusters found as of {trained_as_of:%Y-%m} in run {trained_run}"
     with finegrid.connect() as con:
         replace_month(con, "ml.customer_segments", run.segments.drop("rule_index"))
         replace_month(con, "ml.segment_profiles", run.profiles)
@@ -407,10 +441,10 @@ def customer_segments(
             {
                 "run_id": run_id,
                 "model_name": "segmentation_kmeans",
-                "config_version": f"{config['version']} / mapping {mapping['version']}",
+                "config_version": version,
                 "created_at": datetime.now(UTC).replace(tzinfo=None),
                 "as_of_month": month,
-                "data_window": f"features as of {month:%Y-%m}",
+                "data_window": data_window,
                 "features": [f["name"] for f in config["features"]],
                 "metrics": json.dumps(
                     {
@@ -425,8 +459,8 @@ def customer_segments(
                 "artifact_path": str(path),
                 "artifact_sha256": sha,
                 "dagster_run_id": context.run.run_id,
-                "trained_as_of": month,
-                "trained_run_id": run_id,
+                "trained_as_of": trained_as_of,
+                "trained_run_id": trained_run,
             },
         )
     sizes = run.segments["segment_code"].value_counts().sort("segment_code")
@@ -434,6 +468,8 @@ def customer_segments(
         asset_key=SEGMENTS,
         metadata={
             **_run_metadata(month, len(run.segments), run_id),
+            "clusters_found_as_of": str(trained_as_of),
+            "clusters_found_in_run": trained_run,
             "segments": dg.MetadataValue.md("\n".join(f"- {s}: {n}" for s, n in sizes.iter_rows())),
             "k": json.dumps({c.population: c.k for c in run.clusters}),
             "bootstrap_stability_ari": json.dumps(

@@ -66,18 +66,19 @@ class SegmentRun:
     explanation: Explanation
 
 
-def segmentation_frame(features: pl.DataFrame, scores: pl.DataFrame, month: date) -> pl.DataFrame:
-    """The month's open customers with their risk score, in a fixed order (k-means
-    initialisation depends on row order)."""
-    return (
-        scoring_frame(features, month)
-        .join(
+def segmentation_frame(
+    features: pl.DataFrame, month: date, scores: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The month's open customers (with their risk score, given ``scores``), in a fixed order:
+    k-means initialisation depends on row order."""
+    frame = scoring_frame(features, month)
+    if scores is not None:
+        frame = frame.join(
             scores.select("customer_id", "risk_probability", "risk_grade"),
             on="customer_id",
             how="left",
         )
-        .sort("customer_id")
-    )
+    return frame.sort("customer_id")
 
 
 def run_segmentation(
@@ -90,7 +91,7 @@ def run_segmentation(
 ) -> SegmentRun:
     """Segments of the month: clusters found on its customers, or, with ``found``, its customers
     placed in clusters found earlier; then the business mapping and the explanation tree."""
-    frame = segmentation_frame(features, scores, month)
+    frame = segmentation_frame(features, month, scores)
     clusters = (
         seg.cluster_all(frame, config) if found is None else seg.place_all(frame, found, config)
     )

@@ -26,9 +26,9 @@ from ml.pipeline import (
     risk_gate,
     run_segmentation,
     score_risk,
-    scoring_frame,
     segment_change_share,
     segment_gate,
+    segmentation_frame,
     train_risk,
 )
 from ml.registry import load_artifact, save_artifact
@@ -411,10 +411,10 @@ def customer_segments(
     run_id = f"segments-{month:%Y%m}-{uuid.uuid4().hex[:8]}"
     found, trained_as_of, trained_run = None, month, run_id
     if registered is not None:
-        found, trained_as_of = registered.model["clusters"], anchor
+        found, trained_as_of = registered.model["clusters"], registered.trained_as_of
         trained_run = registered.run_id
     elif at_anchor is not None:
-        frame = scoring_frame(at_anchor, anchor).sort("customer_id")
+        frame = segmentation_frame(at_anchor, anchor)
         if frame.is_empty():
             context.log.warning(f"{month}: no customers as of {anchor}; clustering as of {month}")
         else:
@@ -440,7 +440,7 @@ def customer_segments(
             con,
             {
                 "run_id": run_id,
-                "model_name": "segmentation_kmeans",
+                "model_name": SEGMENTATION_MODEL,
                 "config_version": version,
                 "created_at": datetime.now(UTC).replace(tzinfo=None),
                 "as_of_month": month,

@@ -54,3 +54,11 @@
     )
     where kw is not null
 {%- endmacro %}
+
+
+{#- One 64-bit hash of the values of `columns` (SQL expressions), nulls and order included:
+    what an incremental model keeps per row to find, on its next build, the rows whose inputs
+    changed. A macro, the place to dispatch per adapter (docs/scaling.md). -#}
+{% macro row_hash(columns) -%}
+    hash({{ columns | join(', ') }})
+{%- endmacro %}

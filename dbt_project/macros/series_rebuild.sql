@@ -11,24 +11,32 @@
     after the earliest `_rebuild_from` are deleted and the new ones inserted; a null
     `_rebuild_from` replaces the whole table. A row whose `rebuild_date` is null only marks its
     key (a key with nothing left to insert), and is not inserted. `_rebuild_from` is not a
-    column of the table (the full build does not select it), so the insert leaves it out. -#}
+    column of the table (the full build does not select it), so the insert leaves it out.
+
+    A model under a contract may select no column beyond it; it names instead a column that is
+    never null in its rows, `rebuild_marker`. Its SELECT then has, per rebuilt key, a row with
+    that column null and `rebuild_date` the first date to rebuild, which is not inserted. -#}
 {% macro get_incremental_replace_from_sql(arg_dict) -%}
     {%- set target, source = arg_dict['target_relation'], arg_dict['temp_relation'] -%}
     {%- set key, date = config.require('rebuild_key'), config.require('rebuild_date') -%}
+    {%- set marker = config.get('rebuild_marker') -%}
     {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    {%- set rebuild_from = date if marker else '_rebuild_from' -%}
+    {%- if not marker -%}
     delete from {{ target }}
     where exists (select 1 from {{ source }} where _rebuild_from is null);
+    {%- endif %}
 
     delete from {{ target }} as replaced
     using (
-        select {{ key }}, min(_rebuild_from) as _rebuild_from
+        select {{ key }}, min({{ rebuild_from }}) as _rebuild_from
         from {{ source }}
         group by {{ key }}
     ) as rebuilt
     where replaced.{{ key }} = rebuilt.{{ key }} and replaced.{{ date }} >= rebuilt._rebuild_from;
 
     insert into {{ target }} ({{ columns }})
-    select {{ columns }} from {{ source }} where {{ date }} is not null
+    select {{ columns }} from {{ source }} where {{ marker or date }} is not null
 {%- endmacro %}
 
 

@@ -209,8 +209,10 @@ _SCHEMAS: dict[str, dict] = {
 
 
 def customer_fields() -> set[str]:
-    """Every field a tag or campaign may name: the catalogued features and the model outputs."""
-    return set(feature_catalogue()) | set(EXTRA_FIELDS)
+    """Every field a tag or campaign may name: the catalogued features (bookkeeping aside) and
+    the model outputs."""
+    features = {n for n, c in feature_catalogue().items() if c["dimension"] != "lineage"}
+    return features | set(EXTRA_FIELDS)
 
 
 def contact_masks() -> dict[str, str]:

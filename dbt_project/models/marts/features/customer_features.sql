@@ -1,6 +1,26 @@
 -- One row per customer and as-of month: the four dimensions of the segmentation design
 -- (usage, behaviour, demand, credit), each from data known at the end of the as-of month.
 -- Windows are trailing months including the as-of month.
+--
+-- Incremental per customer: a row's features read the inputs (attributes, monthly sums,
+-- credit) of its own month and the 11 before it, and each row keeps `inputs_hash`, a hash of
+-- its own month's inputs. A build hashes every customer-month's inputs again and, per
+-- customer, recomputes from the first month whose hash differs from the one kept (a new
+-- month, a late correction, an archive change, a month gone); the rows before it read only
+-- unchanged inputs. A new month then windows 12 months of each customer, not 24: at 100,000
+-- accounts the table took 24-27 s of the increment's build rebuilt whole.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_from',
+    rebuild_key='customer_id',
+    rebuild_date='as_of_month',
+    rebuild_marker='inputs_hash',
+    on_schema_change='fail'
+) }}
+{%- set attributes = [
+    'elec_type_code', 'is_residential', 'district_code', 'status_code', 'special_flag', 'is_tou',
+    'contract_capacity_kva', 'opened_date', 'birth_year'
+] %}
 {%- set usage_sums = [
     'kwh', 'days_measured', 'days_estimated', 'days_spike_adjusted', 'tip_kwh', 'peak_kwh',
     'flat_kwh', 'valley_kwh', 'rate_kwh', 'clean_days', 'clean_kwh', 'clean_kwh_sq',
@@ -9,6 +29,7 @@
     'cool_n', 'cool_x', 'cool_xx', 'cool_y', 'cool_xy', 'heat_n', 'heat_x', 'heat_xx',
     'heat_y', 'heat_xy'
 ] %}
+{%- set load_values = ['peak_kw', 'kw_sum', 'points'] %}
 {%- set activity_sums = [
     'payments', 'payments_counter', 'payments_bank', 'payments_app', 'payments_wechat',
     'payments_alipay', 'payments_terminal', 'payments_online', 'paid_yuan', 'prepaid_yuan',
@@ -16,6 +37,17 @@
     'suggestions', 'praises', 'rated_orders', 'satisfaction_points', 'dissatisfied',
     'outages', 'outage_minutes'
 ] %}
+{%- set bill_values = [
+    'bill_yuan', 'tariff_code', 'is_tou_billed', 'arrears_yuan', 'late_fee_yuan', 'max_days_overdue'
+] %}
+{%- set credit_values = [
+    'late_bills_3m', 'late_bills_6m', 'late_bills_12m', 'max_days_late_12m', 'unpaid_due_bills',
+    'avg_days_paid_after_due_12m'
+] %}
+{%- set monthly_values = [] %}
+{%- for c in usage_sums + load_values + activity_sums + bill_values %}
+    {%- do monthly_values.append('m_' ~ c) %}
+{%- endfor %}
 
 with spine as (
     select * from {{ ref('int_customer_months') }}
@@ -37,24 +69,27 @@ credit as (
     select * from {{ ref('int_customer_month_credit') }}
 ),
 
+-- Everything a customer-month contributes to its own features and to the next 11 months'.
 monthly as (
     select
-        spine.*,
+        spine.customer_id,
+        spine.as_of_month,
+        spine.month_index,
+        {%- for c in attributes %}
+        spine.{{ c }},
+        {%- endfor %}
         {%- for c in usage_sums %}
         usage.{{ c }} as m_{{ c }},
         {%- endfor %}
-        load.peak_kw as m_peak_kw,
-        load.kw_sum as m_kw_sum,
-        load.points as m_points,
-        {%- for c in activity_sums %}
+        {%- for c in load_values %}
+        load.{{ c }} as m_{{ c }},
+        {%- endfor %}
+        {%- for c in activity_sums + bill_values %}
         activity.{{ c }} as m_{{ c }},
         {%- endfor %}
-        activity.bill_yuan as m_bill_yuan,
-        activity.tariff_code as m_tariff_code,
-        activity.is_tou_billed as m_is_tou_billed,
-        activity.arrears_yuan as m_arrears_yuan,
-        activity.late_fee_yuan as m_late_fee_yuan,
-        activity.max_days_overdue as m_max_days_overdue
+        {%- for c in credit_values %}
+        credit.{{ c }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
     from spine
     left join usage
         on usage.customer_id = spine.customer_id and usage.usage_month = spine.as_of_month
@@ -62,7 +97,42 @@ monthly as (
         on load.customer_id = spine.customer_id and load.load_month = spine.as_of_month
     left join activity
         on activity.customer_id = spine.customer_id and activity.activity_month = spine.as_of_month
+    left join credit
+        on credit.customer_id = spine.customer_id and credit.as_of_month = spine.as_of_month
 ),
+
+inputs as (
+    select *, {{ row_hash(attributes + monthly_values + credit_values) }} as inputs_hash
+    from monthly
+),
+{%- if is_incremental() %}
+
+-- Per customer, the first month whose inputs differ from the kept row's: new, changed or gone.
+changed as (
+    select
+        coalesce(now.customer_id, kept.customer_id) as customer_id,
+        min(coalesce(now.as_of_month, kept.as_of_month)) as rebuild_from
+    from inputs as now
+    full join {{ this }} as kept
+        on kept.customer_id = now.customer_id and kept.as_of_month = now.as_of_month
+    where now.inputs_hash is distinct from kept.inputs_hash
+    group by all
+),
+
+-- The months the rebuilt rows' windows read.
+window_input as (
+    select inputs.*, changed.rebuild_from
+    from inputs
+    join changed
+        on changed.customer_id = inputs.customer_id
+        and inputs.as_of_month > changed.rebuild_from - interval 12 month
+),
+{%- else %}
+
+window_input as (
+    select * from inputs
+),
+{%- endif %}
 
 rolled as (
     select
@@ -101,8 +171,13 @@ rolled as (
         {{ trailing('sum(m_late_fee_yuan)') }} as s_late_fee_yuan,
         m_arrears_yuan,
         m_late_fee_yuan,
-        m_max_days_overdue
-    from monthly
+        m_max_days_overdue,
+        {%- for c in credit_values %}
+        {{ c }},
+        {%- endfor %}
+        inputs_hash{% if is_incremental() %},
+        rebuild_from{% endif %}
+    from window_input
 ),
 
 final as (
@@ -164,7 +239,7 @@ final as (
         {%- endfor %}
         {{ safe_ratio('rolled.s_payments_online', 'rolled.s_payments') }} as online_pay_share_12m,
         {{ safe_ratio('coalesce(rolled.s_prepaid_yuan, 0)', 'rolled.s_paid_yuan') }}::double as prepay_share_12m,
-        credit.avg_days_paid_after_due_12m,
+        rolled.avg_days_paid_after_due_12m,
         {{ safe_ratio('rolled.s6_valley_kwh', 'rolled.s6_rate_kwh') }}
             - {{ safe_ratio('rolled.s_valley_kwh - rolled.s6_valley_kwh', 'rolled.s_rate_kwh - rolled.s6_rate_kwh') }}
             as valley_shift_6m,
@@ -184,18 +259,33 @@ final as (
         coalesce(rolled.s_outage_minutes, 0)::double as outage_minutes_12m,
 
         -- credit
-        coalesce(credit.late_bills_3m, 0)::integer as late_bills_3m,
-        coalesce(credit.late_bills_6m, 0)::integer as late_bills_6m,
-        coalesce(credit.late_bills_12m, 0)::integer as late_bills_12m,
-        coalesce(credit.max_days_late_12m, 0)::integer as max_days_late_12m,
-        coalesce(credit.unpaid_due_bills, 0)::integer as unpaid_due_bills,
+        coalesce(rolled.late_bills_3m, 0)::integer as late_bills_3m,
+        coalesce(rolled.late_bills_6m, 0)::integer as late_bills_6m,
+        coalesce(rolled.late_bills_12m, 0)::integer as late_bills_12m,
+        coalesce(rolled.max_days_late_12m, 0)::integer as max_days_late_12m,
+        coalesce(rolled.unpaid_due_bills, 0)::integer as unpaid_due_bills,
         coalesce(rolled.m_arrears_yuan, 0)::double as arrears_yuan,
         greatest(coalesce(rolled.m_max_days_overdue, 0), 0)::integer as arrears_max_days_overdue,
         coalesce(rolled.m_late_fee_yuan, 0)::double as late_fee_yuan,
         coalesce(rolled.s_arrears_months, 0)::integer as arrears_months_12m,
-        coalesce(rolled.s_reversals, 0)::integer as reversals_12m
+        coalesce(rolled.s_reversals, 0)::integer as reversals_12m,
+
+        -- bookkeeping
+        rolled.inputs_hash
     from rolled
-    left join credit using (customer_id, as_of_month)
+    {%- if is_incremental() %}
+    where rolled.as_of_month >= rolled.rebuild_from
+    {%- endif %}
 )
+{%- if is_incremental() %}
+
+-- Every changed customer once more, as a row without inputs at its first changed month: its
+-- kept rows from that month on are deleted even when none replaces them, and it is not
+-- inserted (macros/series_rebuild.sql).
+select * from final
+union all by name
+select customer_id, rebuild_from as as_of_month from changed
+{%- else %}
 
 select * from final
+{%- endif %}

@@ -42,19 +42,26 @@
 
 {#- The newest value of `column` in the model's own table, as a SQL literal, read before the
     model's SQL is run so that it reaches the raw scans as a constant (a scalar subquery did
-    not). Raises if the table predates the column: such a table must be rebuilt once. The
-    incremental models' one check of that, and their one reading of where they stopped. -#}
+    not). Raises if the table predates the column (`require_own_column`). The incremental
+    models' one reading of where they stopped. -#}
 {% macro own_watermark(column) -%}
     {%- if not execute -%}
         {{ return("'-infinity'::timestamp") }}
     {%- endif -%}
-    {%- if column not in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
+    {%- do require_own_column(column) -%}
+    {%- set value = scalar_query("select coalesce(max(" ~ column ~ ")::varchar, '-infinity') from " ~ this) -%}
+    {{ return("'" ~ value ~ "'::timestamp") }}
+{%- endmacro %}
+
+
+{#- Raises if the model's own table predates `column`, a column its incremental builds read
+    back: such a table must be rebuilt once. The incremental models' one check of that. -#}
+{% macro require_own_column(column) -%}
+    {%- if execute and column not in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
         {{ exceptions.raise_compiler_error(
             this ~ " was built by a version without incremental rebuilds (no " ~ column ~ "): "
             ~ "rebuild it once with `make rebuild` (dbt build --full-refresh)") }}
     {%- endif -%}
-    {%- set value = scalar_query("select coalesce(max(" ~ column ~ ")::varchar, '-infinity') from " ~ this) -%}
-    {{ return("'" ~ value ~ "'::timestamp") }}
 {%- endmacro %}
 
 

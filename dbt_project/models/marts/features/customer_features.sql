@@ -106,6 +106,7 @@ inputs as (
     from monthly
 ),
 {%- if is_incremental() %}
+{%- do require_own_column('inputs_hash') %}
 
 -- Per customer, the first month whose inputs differ from the kept row's: new, changed or gone.
 changed as (

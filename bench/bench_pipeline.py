@@ -29,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import pandas_features  # noqa: E402
-from bench.floor import FLOOR_TABLE, compile_features, disagreements, floor_sql  # noqa: E402
+from bench.floor import (  # noqa: E402
+    FLOOR_TABLE,
+    compile_features,
+    feature_disagreements,
+    floor_sql,
+)
 from data_contracts import load_contracts  # noqa: E402
 from orchestration.assets.warehouse import dbt_target_path  # noqa: E402
 from orchestration.partitions import marked_files  # noqa: E402
@@ -38,7 +43,6 @@ from orchestration.settings import instance_env  # noqa: E402
 PY = sys.executable
 MONTHS = 24  # the default; --months changes it (1,000,000 × 24 months needs ~200 GiB of disk)
 END = 202511  # the month after them, held back for the increment; the months before end in 2025-10
-FEATURE_KEYS = ["customer_id", "as_of_month"]  # a row of customer_features
 
 
 @dataclass
@@ -190,8 +194,8 @@ def bench_size(accounts: int, months: int, root: Path, memory_limit: str, pandas
     # 1,000,000 accounts × 4 months), so on a smaller disk it runs out where they do not.
     if floor_ok:
         with duckdb.connect(str(warehouse), read_only=True) as con:
-            floor["disagreements"] = disagreements(
-                con, "marts.customer_features", FLOOR_TABLE, FEATURE_KEYS
+            floor["disagreements"] = feature_disagreements(
+                con, "marts.customer_features", FLOOR_TABLE
             )
         floor["features_vs_floor"] = round(feature_stage.seconds / floor_seconds, 2)
     if accounts <= pandas_max:
@@ -244,11 +248,8 @@ def one_run(env: dict[str, str], log: Path, staged: Path) -> dict:
         result["parts"] = json.loads(parts_file.read_text())
         with duckdb.connect(str(warehouse), read_only=True) as con:
             con.execute(f"ATTACH '{staged}' AS staged (READ_ONLY)")
-            result["disagreements"] = disagreements(
-                con,
-                "marts.customer_features",
-                "staged.marts.customer_features",
-                FEATURE_KEYS,
+            result["disagreements"] = feature_disagreements(
+                con, "marts.customer_features", "staged.marts.customer_features"
             )
     for name in ("WAREHOUSE_PATH", "PII_VAULT_PATH"):
         Path(env[name]).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
@@ -92,7 +93,9 @@ def differing(column: str, numeric: bool = True) -> str:
     return f"count(*) filter (where {test}) as {column}"
 
 
-def disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str, keys: list[str]) -> dict:
+def disagreements(
+    con: duckdb.DuckDBPyConnection, a: str, b: str, keys: list[str], ignore: Iterable[str] = ()
+) -> dict:
     """Rows only in one table, and per column the rows whose values differ (numbers to within
     1e-9 relative: DuckDB sums doubles in parallel, in no fixed order)."""
     columns = con.execute(
@@ -113,9 +116,22 @@ def disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str, keys: list[str
     tests = [
         differing(name, kind in ("DOUBLE", "FLOAT", "REAL") or kind.startswith("DECIMAL"))
         for name, kind in columns
-        if name not in keys
+        if name not in keys and name not in ignore
     ]
     row = con.execute(f"select {', '.join(tests)} from {a} x join {b} y on {on}").fetchone()
-    names = [n for n, _ in columns if n not in keys]
+    names = [n for n, _ in columns if n not in keys and n not in ignore]
     counts["columns"] = {n: v for n, v in zip(names, row, strict=True) if v}
     return counts
+
+
+FEATURE_KEYS = ["customer_id", "as_of_month"]  # a row of customer_features
+
+
+def feature_disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str) -> dict:
+    """``disagreements`` of two tables of customer_features on their key, its bookkeeping
+    columns aside: ``inputs_hash`` hashes the monthly sums of doubles, which two builds may add
+    up in another order."""
+    from ml.config import feature_catalogue
+
+    lineage = [n for n, c in feature_catalogue().items() if c["dimension"] == "lineage"]
+    return disagreements(con, a, b, FEATURE_KEYS, ignore=lineage)

@@ -1044,23 +1044,28 @@ def test_the_report_renders_in_headless_chromium_with_its_charts(built, chromium
 def test_the_feature_floor_computes_the_same_features_as_the_platform(built, tmp_path):
     # The benchmark's floor (one statement from the raw tables, bench/floor.py) must compute
     # what the platform computes, or its ratio means nothing.
-    from bench.floor import FLOOR_TABLE, compile_features, disagreements, floor_sql, run_floor
+    from bench.floor import (
+        FLOOR_TABLE,
+        compile_features,
+        feature_disagreements,
+        floor_sql,
+        run_floor,
+    )
 
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built.warehouse, warehouse)
     sql = floor_sql(compile_features(warehouse, tmp_path / "target"))
     assert '"intermediate".' not in sql  # every SQL model is inlined, none read back
     run_floor(warehouse, sql)
-    keys = ["customer_id", "as_of_month"]
     with duckdb.connect(str(warehouse)) as con:
-        found = disagreements(con, "marts.customer_features", FLOOR_TABLE, keys)
+        found = feature_disagreements(con, "marts.customer_features", FLOOR_TABLE)
         rows = con.execute(f"select count(*) from {FLOOR_TABLE}").fetchone()[0]
         # One value changed is caught: agreement is not vacuous.
         con.execute(
             f"update {FLOOR_TABLE} set kwh_month = kwh_month + 1 "
             f"where customer_id = (select min(customer_id) from {FLOOR_TABLE})"
         )
-        broken = disagreements(con, "marts.customer_features", FLOOR_TABLE, keys)
+        broken = feature_disagreements(con, "marts.customer_features", FLOOR_TABLE)
     assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}
     assert rows == built.sql("select count(*) as n from marts.customer_features")["n"][0] > 0
     assert set(broken["columns"]) == {"kwh_month"}

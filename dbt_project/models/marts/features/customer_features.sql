@@ -44,6 +44,33 @@
     'late_bills_3m', 'late_bills_6m', 'late_bills_12m', 'max_days_late_12m', 'unpaid_due_bills',
     'avg_days_paid_after_due_12m'
 ] %}
+{#- The trailing aggregates: (aggregate, months, name). -#}
+{%- set aggregates = [] %}
+{%- for c in usage_sums %}
+    {%- do aggregates.append(('sum(m_' ~ c ~ ')', 12, 's_' ~ c)) %}
+{%- endfor %}
+{%- do aggregates.extend([
+    ('count(m_kwh)', 12, 's_months_with_energy'),
+    ('sum(m_valley_kwh)', 6, 's6_valley_kwh'),
+    ('sum(m_rate_kwh)', 6, 's6_rate_kwh'),
+    ('regr_slope(m_kwh, month_index)', 12, 'kwh_slope_per_month'),
+    ('max(m_peak_kw)', 12, 's_peak_kw'),
+    ('sum(m_kw_sum)', 12, 's_kw_sum'),
+    ('sum(m_points)', 12, 's_points'),
+]) %}
+{%- for c in activity_sums %}
+    {%- do aggregates.append(('sum(m_' ~ c ~ ')', 12, 's_' ~ c)) %}
+{%- endfor %}
+{%- do aggregates.extend([
+    ('sum(m_complaints)', 3, 's3_complaints'),
+    ('avg(m_bill_yuan)', 12, 's_avg_bill_yuan'),
+    ('arg_max(m_tariff_code, month_index) filter (where m_tariff_code is not null)', 12, 's_tariff_code'),
+    ('bool_or(m_is_tou_billed)', 12, 's_is_tou_billed'),
+    ('count(*) filter (where m_arrears_yuan > 0)', 12, 's_arrears_months'),
+    ('sum(m_late_fee_yuan)', 12, 's_late_fee_yuan'),
+]) %}
+{%- set span = aggregates | map(attribute=1) | max %}
+{%- set grouped = is_incremental() %}
 {%- set monthly_values = [] %}
 {%- for c in usage_sums + load_values + activity_sums + bill_values %}
     {%- do monthly_values.append('m_' ~ c) %}
@@ -126,7 +153,7 @@ window_input as (
     from inputs
     join changed
         on changed.customer_id = inputs.customer_id
-        and inputs.as_of_month > changed.rebuild_from - interval 12 month
+        and inputs.as_of_month > changed.rebuild_from - interval {{ span }} month
 ),
 {%- else %}
 
@@ -135,50 +162,41 @@ window_input as (
 ),
 {%- endif %}
 
+-- Each row with its trailing aggregates. A full build takes them as window functions over
+-- each customer's months. An incremental one rebuilds few rows, mostly one month of each
+-- customer: it joins each such row to its customer's months in the window and groups, which
+-- reads 12 rows per row rebuilt, where windows would compute every month they read (100,000
+-- accounts, one new month: windows over 1.2 M rows, 6.8 s of the model's 10 s).
 rolled as (
-    select
-        customer_id,
-        as_of_month,
-        month_index,
-        elec_type_code,
-        is_residential,
-        district_code,
-        status_code,
-        special_flag,
-        is_tou,
-        contract_capacity_kva,
-        opened_date,
-        birth_year,
-        m_kwh,
-        {%- for c in usage_sums %}
-        {{ trailing('sum(m_' ~ c ~ ')') }} as s_{{ c }},
-        {%- endfor %}
-        {{ trailing('count(m_kwh)') }} as s_months_with_energy,
-        {{ trailing('sum(m_valley_kwh)', 6) }} as s6_valley_kwh,
-        {{ trailing('sum(m_rate_kwh)', 6) }} as s6_rate_kwh,
-        {{ trailing('regr_slope(m_kwh, month_index)') }} as kwh_slope_per_month,
-        {{ trailing('max(m_peak_kw)') }} as s_peak_kw,
-        {{ trailing('sum(m_kw_sum)') }} as s_kw_sum,
-        {{ trailing('sum(m_points)') }} as s_points,
-        {%- for c in activity_sums %}
-        {{ trailing('sum(m_' ~ c ~ ')') }} as s_{{ c }},
-        {%- endfor %}
-        {{ trailing('sum(m_complaints)', 3) }} as s3_complaints,
-        {{ trailing('avg(m_bill_yuan)') }} as s_avg_bill_yuan,
-        m_bill_yuan,
-        {{ trailing('last_value(m_tariff_code ignore nulls)') }} as s_tariff_code,
-        {{ trailing('bool_or(m_is_tou_billed)') }} as s_is_tou_billed,
-        {{ trailing('count(*) filter (where m_arrears_yuan > 0)') }} as s_arrears_months,
-        {{ trailing('sum(m_late_fee_yuan)') }} as s_late_fee_yuan,
-        m_arrears_yuan,
-        m_late_fee_yuan,
-        m_max_days_overdue,
-        {%- for c in credit_values %}
-        {{ c }},
-        {%- endfor %}
-        inputs_hash{% if is_incremental() %},
-        rebuild_from{% endif %}
+    {%- if grouped %}
+    select window_input.*, sums.* exclude (target_id, target_index)
     from window_input
+    join (
+        select
+            targets.target_id,
+            targets.target_index,
+            {%- for aggregate, months, name in aggregates %}
+            {{ trailing(aggregate, months, span) }} as {{ name }}{% if not loop.last %},{% endif %}
+            {%- endfor %}
+        from (
+            select customer_id as target_id, month_index as target_index
+            from window_input
+            where as_of_month >= rebuild_from
+        ) as targets
+        join window_input
+            on window_input.customer_id = targets.target_id
+            and window_input.month_index between targets.target_index - {{ span - 1 }} and targets.target_index
+        group by targets.target_id, targets.target_index
+    ) as sums
+        on sums.target_id = window_input.customer_id and sums.target_index = window_input.month_index
+    {%- else %}
+    select
+        *,
+        {%- for aggregate, months, name in aggregates %}
+        {{ trailing(aggregate, months) }} as {{ name }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    from window_input
+    {%- endif %}
 ),
 
 final as (

@@ -280,6 +280,30 @@ def test_identities_are_normalised_and_orphans_never_joined(built):
     assert {"fin.payment", "ami.daily_reading"} <= set(orphans["source"])
 
 
+def test_orphan_records_count_every_record_of_an_account_no_archive_knows(built):
+    # Counted from the facts (and the readings), each record must be counted once, as the
+    # staging views hold it.
+    staged = {
+        "ami.load_curve": "stg_ami__load_curves",
+        "mkt.monthly_bill": "stg_mkt__bills",
+        "fin.payment": "stg_fin__payments",
+        "fin.arrears": "stg_fin__arrears",
+        "crm.work_order": "stg_crm__work_orders",
+    }
+    for source, view in staged.items():
+        expected = built.sql(
+            f"SELECT count(*) AS n FROM staging.{view} WHERE customer_id IS NULL "
+            "OR customer_id NOT IN (SELECT customer_id FROM marts.dim_customer)"
+        )["n"][0]
+        counted = built.sql(
+            "SELECT coalesce(sum(records), 0) AS n FROM marts.fct_orphan_records WHERE source = ?",
+            [source],
+        )["n"][0]
+        assert counted == expected, source
+        if source in ("fin.payment", "crm.work_order"):
+            assert expected > 0, source  # the simulated drop has orphans there
+
+
 def test_work_order_times_are_consistent_across_offsets(built):
     """The simulator accepts orders between 07:00 and 22:00 Shanghai time, whatever offset
     the file used; `Z` read as local time would put a third of them before 07:00."""

@@ -155,8 +155,9 @@ def test_a_bad_campaign_fails_naming_file_campaign_and_field(tmp_path, change, w
 def test_a_bad_tag_fails_naming_the_tag(tmp_path):
     doc = yaml.safe_load((RULES_DIR / "tags.yaml").read_text("utf-8"))
     path = tmp_path / "tags.yaml"
-    # A personal-data column, then a field name carrying SQL: neither is a catalogued feature.
-    for field in ("ADDR", "kwh_12m); DROP TABLE publish.customer_tags; --"):
+    # A personal-data column, a field name carrying SQL, then the features' bookkeeping hash:
+    # none is a catalogued feature a rule may name.
+    for field in ("ADDR", "kwh_12m); DROP TABLE publish.customer_tags; --", "inputs_hash"):
         doc["tags"][3]["when"][0]["field"] = field
         path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
         with pytest.raises(ConfigError, match=r"tags\.yaml: tags/3 \(USG_WINTER_HEATING\)/when/0"):

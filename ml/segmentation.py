@@ -87,14 +87,19 @@ def bootstrap_stability(matrix: np.ndarray, k: int, labels: np.ndarray, config: 
     return float(np.mean(scores))
 
 
+def _confidence(distances: np.ndarray) -> np.ndarray:
+    """Per customer (a row of distances to each centre), how much nearer its cluster is than
+    the next: 1 − nearest / second nearest, in [0, 1]."""
+    ordered = np.sort(distances, axis=1)
+    return np.clip(1.0 - ordered[:, 0] / np.maximum(ordered[:, 1], 1e-12), 0.0, 1.0)
+
+
 def cluster_population(frame: pl.DataFrame, population: str, config: dict) -> PopulationClusters:
     pre = Preprocessor.fit(frame, config["features"])
     matrix = pre.transform(frame)
     k, table = choose_k(matrix, config)
     model = _kmeans(k, len(matrix), config["seed"], config.get("minibatch_above", 20000))
     labels = model.fit_predict(matrix)
-    distances = np.sort(model.transform(matrix), axis=1)
-    confidence = 1.0 - distances[:, 0] / np.maximum(distances[:, 1], 1e-12)
     return PopulationClusters(
         population=population,
         k=k,
@@ -104,7 +109,7 @@ def cluster_population(frame: pl.DataFrame, population: str, config: dict) -> Po
         model=model,
         customer_ids=frame["customer_id"].to_list(),
         labels=labels,
-        confidence=np.clip(confidence, 0.0, 1.0),
+        confidence=_confidence(model.transform(matrix)),
         evidence=skewness_evidence(frame, config["features"]),
     )
 
@@ -113,15 +118,12 @@ def place_population(frame: pl.DataFrame, found: PopulationClusters) -> Populati
     """``frame``'s customers placed in clusters found earlier (``found``, from the schedule's
     training month): its preprocessing, centres and K; each customer in the nearest cluster,
     with the same confidence as when clustering."""
-    matrix = found.preprocessor.transform(frame)
-    distances = found.model.transform(matrix)
-    ordered = np.sort(distances, axis=1)
-    confidence = 1.0 - ordered[:, 0] / np.maximum(ordered[:, 1], 1e-12)
+    distances = found.model.transform(found.preprocessor.transform(frame))
     return replace(
         found,
         customer_ids=frame["customer_id"].to_list(),
         labels=np.argmin(distances, axis=1).astype(found.labels.dtype),
-        confidence=np.clip(confidence, 0.0, 1.0),
+        confidence=_confidence(distances),
     )
 
 

@@ -131,7 +131,6 @@ def feature_disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str) -> dic
     """``disagreements`` of two tables of customer_features on their key, its bookkeeping
     columns aside: ``inputs_hash`` hashes the monthly sums of doubles, which two builds may add
     up in another order."""
-    from ml.config import feature_catalogue
+    from ml.config import bookkeeping_columns
 
-    lineage = [n for n, c in feature_catalogue().items() if c["dimension"] == "lineage"]
-    return disagreements(con, a, b, FEATURE_KEYS, ignore=lineage)
+    return disagreements(con, a, b, FEATURE_KEYS, ignore=bookkeeping_columns())

@@ -197,6 +197,12 @@ def feature_catalogue() -> dict[str, dict[str, Any]]:
     }
 
 
+def bookkeeping_columns() -> set[str]:
+    """The columns of marts.customer_features that are not features (dimension ``lineage``:
+    inputs_hash): no rule may name them, and two builds need not agree on them."""
+    return {n for n, c in feature_catalogue().items() if c["dimension"] == "lineage"}
+
+
 def fail(path: Path, where: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {where}: {message}")
 

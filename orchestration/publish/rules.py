@@ -19,6 +19,7 @@ from data_contracts import load_contracts
 from ml.config import (
     CONDITIONS_SCHEMA,
     ConfigError,
+    bookkeeping_columns,
     check_conditions,
     fail,
     feature_catalogue,
@@ -211,8 +212,7 @@ _SCHEMAS: dict[str, dict] = {
 def customer_fields() -> set[str]:
     """Every field a tag or campaign may name: the catalogued features (bookkeeping aside) and
     the model outputs."""
-    features = {n for n, c in feature_catalogue().items() if c["dimension"] != "lineage"}
-    return features | set(EXTRA_FIELDS)
+    return (set(feature_catalogue()) - bookkeeping_columns()) | set(EXTRA_FIELDS)
 
 
 def contact_masks() -> dict[str, str]:

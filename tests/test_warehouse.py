@@ -135,7 +135,9 @@ def test_the_bench_times_each_part_of_a_run(built):
     # One step at a time: the parts add up to less than the runs took, and to most of it.
     records = [built.instance.get_run_record_by_id(run_id) for run_id in run_ids]
     runs = sum(r.end_time - r.start_time for r in records)
-    assert 0.5 * runs < sum(seconds.values()) <= runs
+    # Each part is rounded to a tenth of a second, so their sum may pass the runs' by that much.
+    rounding = 0.05 * len(PARTS)
+    assert 0.5 * runs < sum(seconds.values()) <= runs + rounding
 
 
 def test_lineage_runs_from_the_landing_zone_to_the_features(built):

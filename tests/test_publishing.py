@@ -708,6 +708,67 @@ def test_a_snapshot_rewrites_only_the_months_that_changed_in_the_copy_it_replace
     _same_as_warehouse(rebuilt.path, warehouse)
 
 
+def _month_files(publish: Path) -> list[str]:
+    return sorted(p.name for p in (publish / ".analytics" / "months" / "marts.days").iterdir())
+
+
+def test_a_big_table_is_kept_once_as_month_files_both_copies_read(tmp_path):
+    """A table of ``file_rows`` or more with a date column is a view over one Parquet file per
+    month, named by its fingerprint: the second copy writes none again, a changed month gets a
+    new file, and a file goes when neither copy reads it. Its types read back as they were."""
+    from orchestration.publish.snapshot import write_snapshot
+
+    warehouse = _energy_warehouse(tmp_path / "city.duckdb")
+    with duckdb.connect(str(warehouse)) as con:  # a count as DECIMAL, a code as ENUM
+        con.execute("CREATE TYPE grade AS ENUM ('a', 'b')")
+        con.execute(
+            "CREATE TABLE marts.graded AS SELECT DATE '2025-01-01' + range::INTEGER AS day, "
+            "'a'::grade AS grade, range::HUGEINT AS n FROM range(200)"
+        )
+    publish = tmp_path / "publish"
+    first = write_snapshot(warehouse, publish, file_rows=100)
+    assert first.rewritten == {"marts.customers": 10, "marts.days": 901, "marts.graded": 200}
+    months = _month_files(publish)
+    assert [m.split("-")[:2] for m in months] == [
+        ["2025", "01"], ["2025", "02"], ["2025", "03"], ["undated", "1"]
+    ]  # fmt: skip
+    second = write_snapshot(warehouse, publish, file_rows=100)
+    assert second.rewritten == {"marts.customers": 10, "marts.graded": 200}  # days: none
+    assert _month_files(publish) == months
+    with duckdb.connect(str(second.path), read_only=True) as con:
+        kinds = dict(
+            con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall()
+        )
+        types = con.execute("SELECT typeof(grade), typeof(n) FROM marts.graded LIMIT 1")
+        assert types.fetchone() == ("ENUM('a', 'b')", "HUGEINT")
+    # Parquet would not keep the ENUM and the HUGEINT: that table stays a table.
+    assert kinds == {"customers": "BASE TABLE", "days": "VIEW", "graded": "BASE TABLE"} | {
+        "ids": "VIEW"
+    }
+    _same_as_warehouse(second.path, warehouse)
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("UPDATE intermediate.days SET kwh = -1 WHERE day = DATE '2025-02-14'")
+    reader = duckdb.connect(str(second.path), read_only=True)  # the previous snapshot's reader
+    try:
+        before = reader.execute("SELECT sum(kwh) FROM marts.days").fetchone()[0]
+        third = write_snapshot(warehouse, publish, file_rows=100)  # a
+        assert third.rewritten == {"marts.days": 280}
+        assert reader.execute("SELECT sum(kwh) FROM marts.days").fetchone()[0] == before
+    finally:
+        reader.close()
+    _same_as_warehouse(third.path, warehouse)
+    assert len(_month_files(publish)) == len(months) + 1  # b still reads the old February
+    (publish / ".analytics" / "months" / "marts.days" / ".4242.tmp").mkdir()  # a killed run's
+    fourth = write_snapshot(warehouse, publish, file_rows=100)  # b
+    assert fourth.rewritten == {}  # the new February's file was there
+    after = _month_files(publish)
+    added = set(after) - set(months)
+    assert len(after) == len(months) and len(added) == 1  # the old February's went
+    assert next(iter(added)).startswith("2025-02-")
+    _same_as_warehouse(fourth.path, warehouse)
+
+
 def test_a_snapshot_copy_left_without_fingerprints_is_not_trusted(tmp_path):
     """A run killed while updating a copy leaves it without its fingerprints: the next run
     does not guess what it holds but writes it whole."""

@@ -18,7 +18,7 @@ last_snapshot as (
 changes as (
     select
         *,
-        md5(concat_ws('|', {% for c in tracked %}coalesce(cast({{ c }} as varchar), '∅'){% if not loop.last %}, {% endif %}{% endfor %})) as attributes_hash
+        {{ row_hash(tracked) }} as attributes_hash
     from snapshots
 ),
 

@@ -60,7 +60,7 @@ class SnapshotResult:
 class Fingerprint:
     """What a copied table holds: its columns, the date column its rows are grouped by (or
     none), per group (``YYYY-MM``; ``""`` for no date) the rows and the sum of row hashes, and
-    whether the copy holds the rows or reads them from month files (``month_file``)."""
+    whether the copy holds the rows or reads them from month files (``in_files``)."""
 
     columns: str
     partition: str | None

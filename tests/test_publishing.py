@@ -789,6 +789,28 @@ def test_a_snapshot_copy_left_without_fingerprints_is_not_trusted(tmp_path):
     _same_as_warehouse(result.path, warehouse)
 
 
+def test_a_snapshot_copy_from_before_the_month_files_is_written_anew(tmp_path):
+    """A copy whose fingerprints predate the month files holds its big tables itself: it is
+    written anew, not emptied in place (DuckDB keeps most of a file's freed blocks)."""
+    import json
+
+    from orchestration.publish.snapshot import write_snapshot
+
+    warehouse = _energy_warehouse(tmp_path / "city.duckdb")
+    publish = tmp_path / "publish"
+    write_snapshot(warehouse, publish)  # a: days as a table
+    write_snapshot(warehouse, publish)
+    prints = publish / ".analytics" / "a.fingerprints.json"
+    records = json.loads(prints.read_text("utf-8"))
+    for record in records.values():
+        del record["in_files"]
+    prints.write_text(json.dumps(records), "utf-8")
+    result = write_snapshot(warehouse, publish, file_rows=100)
+    # Written whole: the customers too, which the copy held unchanged.
+    assert result.rewritten == {"marts.customers": 10, "marts.days": 901}
+    _same_as_warehouse(result.path, warehouse)
+
+
 def test_a_snapshot_copy_an_analyst_still_holds_is_written_anew_beside_the_reader(tmp_path):
     """An analyst who opened the snapshot two runs ago still reads it (a lock DuckDB keeps
     across processes): the run writes that copy's name afresh and the reader keeps its file."""

@@ -224,24 +224,28 @@ def test_tags_hold_where_every_condition_holds_and_never_on_a_missing_value():
 
 
 def test_tag_history_splits_at_gaps_and_leaves_the_current_interval_open():
+    """An interval ends at a gap, and never runs on into the next tag or customer, even one
+    month later in the order the history reads them."""
     months = [date(2025, 1, 1), date(2025, 2, 1), date(2025, 4, 1), date(2025, 6, 1)]
     tags = pl.DataFrame(
         {
-            "customer_id": ["a"] * 4 + ["b"],
-            "tag_code": ["T"] * 5,
-            "value": [1.0, 2.0, 3.0, 4.0, 9.0],
-            "as_of_month": [*months, date(2025, 5, 1)],
+            "customer_id": ["0"] + ["a"] * 4 + ["b", "b"],
+            "tag_code": ["T"] * 6 + ["U"],
+            "value": [7.0, 1.0, 2.0, 3.0, 4.0, 9.0, 5.0],
+            "as_of_month": [date(2024, 12, 1), *months, date(2025, 5, 1), date(2025, 6, 1)],
         }
     )
     history = tag_history(tags, latest_month=date(2025, 6, 1))
-    rows = history.select("customer_id", "valid_from", "valid_to", "months", "value_to").rows()
-    assert rows == [
-        ("a", date(2025, 1, 1), date(2025, 3, 1), 2, 2.0),
-        ("a", date(2025, 4, 1), date(2025, 5, 1), 1, 3.0),
-        ("a", date(2025, 6, 1), None, 1, 4.0),
-        ("b", date(2025, 5, 1), date(2025, 6, 1), 1, 9.0),
+    columns = ("customer_id", "tag_code", "valid_from", "valid_to", "months", "value_to")
+    assert history.select(columns).rows() == [
+        ("0", "T", date(2024, 12, 1), date(2025, 1, 1), 1, 7.0),
+        ("a", "T", date(2025, 1, 1), date(2025, 3, 1), 2, 2.0),
+        ("a", "T", date(2025, 4, 1), date(2025, 5, 1), 1, 3.0),
+        ("a", "T", date(2025, 6, 1), None, 1, 4.0),
+        ("b", "T", date(2025, 5, 1), date(2025, 6, 1), 1, 9.0),
+        ("b", "U", date(2025, 6, 1), None, 1, 5.0),
     ]
-    assert history["is_current"].to_list() == [False, False, True, False]
+    assert history["is_current"].to_list() == [False, False, False, True, False, True]
 
 
 # ── campaigns ──────────────────────────────────────────────────────────────────────────

@@ -113,14 +113,13 @@ def disagreements(
             f"select count(*) from {b} y anti join {a} x on {on}"
         ).fetchone()[0],
     }
+    compared = [(n, kind) for n, kind in columns if n not in keys and n not in ignore]
     tests = [
         differing(name, kind in ("DOUBLE", "FLOAT", "REAL") or kind.startswith("DECIMAL"))
-        for name, kind in columns
-        if name not in keys and name not in ignore
+        for name, kind in compared
     ]
     row = con.execute(f"select {', '.join(tests)} from {a} x join {b} y on {on}").fetchone()
-    names = [n for n, _ in columns if n not in keys and n not in ignore]
-    counts["columns"] = {n: v for n, v in zip(names, row, strict=True) if v}
+    counts["columns"] = {n: v for (n, _), v in zip(compared, row, strict=True) if v}
     return counts
 
 

@@ -9,12 +9,14 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from ml.config import bookkeeping_columns
 from orchestration.publish.snapshot import COPIES
 
-# Columns that name a run or a moment, hold a fitted model's own figures, or hash sums of doubles
-# (customer_features' inputs_hash: DuckDB adds them up in no fixed order, so one or two threads
-# hash the same month differently): they differ between two runs that produce the same data.
-VOLATILE = {
+# Columns that name a run or a moment, hold a fitted model's own figures, or are the features'
+# bookkeeping (inputs_hash hashes sums of doubles, which DuckDB adds up in no fixed order, so one
+# or two threads hash the same month differently): they differ between two runs that produce
+# the same data.
+VOLATILE = bookkeeping_columns() | {
     "run_id",
     "dagster_run_id",
     "trained_run_id",
@@ -28,7 +30,6 @@ VOLATILE = {
     "artifact_sha256",
     "resolved_at",
     "metrics",
-    "inputs_hash",
 }
 
 

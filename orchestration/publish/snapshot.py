@@ -413,7 +413,7 @@ def _bring_up_to_date(
         # Fingerprinted from the copy, which holds the same rows and columns: the daily
         # energy's view joins the archive on every row, its copy only has to be read.
         new = _fingerprint(con, copy, shape)
-    return new, sum(rows for rows, _ in new.parts.values())
+    return new, new.rows()
 
 
 def _parquet_keeps(

@@ -394,7 +394,8 @@ def _bring_up_to_date(
         new = _fingerprint(con, source, shape)
         if new.rows() >= file_rows and _parquet_keeps(con, source, shape, folder):
             return _in_month_files(con, source, copy, new, folder, f"{schema}.{table}")
-    if old is not None and not old.in_files and (old.columns, old.partition) == shape:
+    # (A table the copy read from month files is a view there, so it comes with no ``old``.)
+    if old is not None and (old.columns, old.partition) == shape:
         new = new or _fingerprint(con, source, shape)
         changed = sorted(
             p for p in set(old.parts) | set(new.parts) if old.parts.get(p) != new.parts.get(p)
@@ -410,8 +411,8 @@ def _bring_up_to_date(
             return new, sum(new.parts[p][0] for p in changed if p in new.parts)
     con.execute(f"CREATE OR REPLACE TABLE {copy} AS SELECT * FROM {source}")
     if new is None:
-        # Fingerprinted from the copy, which holds the same rows and columns: the daily
-        # energy's view joins the archive on every row, its copy only has to be read.
+        # A table without dates, fingerprinted from the copy, which holds the same rows and
+        # columns: a view's copy only has to be read.
         new = _fingerprint(con, copy, shape)
     return new, new.rows()
 

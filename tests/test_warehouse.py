@@ -466,9 +466,11 @@ def test_an_error_severity_failure_blocks_what_is_downstream(built, tmp_path):
         dg.AssetKey(["intermediate", "int_customer_month_activity"]),
         dg.AssetKey(["marts", "customer_features"]),
     ]
+    # The payments' staging is a table: it must be built again to see the raw row.
+    staged = dg.AssetKey(["staging", "stg_fin__payments"])
     result = dg.materialize(
         [*built.defs.assets, *built.defs.asset_checks],
-        selection=downstream,
+        selection=[staged, *downstream],
         resources={
             "finegrid": FinegridResource(warehouse_path=str(warehouse)),
             "dbt": dbt_resource(),
@@ -1193,7 +1195,7 @@ def test_customer_features_rebuild_a_customer_from_the_first_month_its_inputs_ch
     # account's last (gone from the archive) and a customer no source knows. An incremental
     # run must rewrite exactly the rows they touch and end where a full rebuild ends. Every
     # kept row's kwh_12m is set to -1 first: a row still at -1 was not rewritten.
-    run = ("run", "--quiet", "--select", "fct_payments+,+customer_features")
+    run = ("run", "--quiet", "--select", "stg_fin__payments+,+customer_features")
     table = "marts.customer_features"
     tampered, warehouse = tmp_path / "tampered.duckdb", tmp_path / "warehouse.duckdb"
     shutil.copy(built.warehouse, warehouse)

@@ -58,8 +58,11 @@
          else try_strptime({{ column }}, '%Y%m%d')::date end
 {%- endmacro %}
 
-{#- The label of a code from the contracts' code tables (stg_contracts__code_values). -#}
+{#- The label of a code from the contracts' code tables (stg_contracts__code_values), null for
+    a code they do not list. The column's codes become one map, looked up per row: a subquery
+    per row, joined for each label, took 2.8 s of the archive snapshots' 2.26 M rows (100,000
+    accounts, five labels) against 1.3 s, and 1.1 s without labels. -#}
 {% macro code_label(extract, column, expr, lang='en') -%}
-    (select label_{{ lang }} from {{ ref('stg_contracts__code_values') }} as cv
-     where cv.extract = '{{ extract }}' and cv.column_name = '{{ column }}' and cv.code = {{ expr }})
+    (select map(list(code), list(label_{{ lang }})) from {{ ref('stg_contracts__code_values') }} as cv
+     where cv.extract = '{{ extract }}' and cv.column_name = '{{ column }}')[{{ expr }}]
 {%- endmacro %}

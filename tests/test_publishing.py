@@ -1,6 +1,7 @@
 """Publishing logic without the pipeline: rule validation, tags and their history, campaign
 eligibility, exclusions, scores, capacity, contact masking and the audit, service plans."""
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -28,7 +29,12 @@ from orchestration.publish.rules import (
     load_tags,
 )
 from orchestration.publish.service import customer_plans, plan_frame
-from orchestration.publish.tags import evaluate_tags, tag_history
+from orchestration.publish.tags import (
+    evaluate_tags,
+    library_digest,
+    months_to_evaluate,
+    tag_history,
+)
 
 MONTH = date(2025, 10, 1)
 
@@ -246,6 +252,33 @@ def test_tag_history_splits_at_gaps_and_leaves_the_current_interval_open():
         ("b", "U", date(2025, 6, 1), None, 1, 5.0),
     ]
     assert history["is_current"].to_list() == [False, False, False, True, False, True]
+
+
+def test_only_the_months_whose_rows_changed_have_their_tags_evaluated_again():
+    jan, feb, mar, apr = (date(2025, m, 1) for m in (1, 2, 3, 4))
+    stored = {jan: (10, "a"), feb: (10, "b"), mar: (9, "c"), apr: (3, "d")}
+    # February's rows changed (same count, another hash), March gained a row, May is new,
+    # April is gone (a run of an earlier month, or its features were removed).
+    current = {jan: (10, "a"), feb: (10, "b2"), mar: (10, "c"), date(2025, 5, 1): (4, "e")}
+    assert months_to_evaluate(stored, current, same_library=True) == (
+        [feb, mar, date(2025, 5, 1)],
+        [apr],
+    )
+    assert months_to_evaluate(stored, current, same_library=False) == (sorted(current), [apr])
+    assert months_to_evaluate({}, current, same_library=True) == (sorted(current), [])
+
+
+def test_the_library_digest_changes_with_any_rule():
+    library = {
+        "version": "1",
+        "tags": [{"code": "T", "when": [{"field": "x", "op": "ge", "value": 2}]}],
+    }
+    changed = {
+        "version": "1",
+        "tags": [{"code": "T", "when": [{"field": "x", "op": "ge", "value": 3}]}],
+    }
+    assert library_digest(library) == library_digest(json.loads(json.dumps(library)))
+    assert library_digest(library) != library_digest(changed)
 
 
 # ── campaigns ──────────────────────────────────────────────────────────────────────────

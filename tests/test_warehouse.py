@@ -26,10 +26,14 @@ from ml.config import load_config
 from ml.pipeline import score_risk
 from ml.registry import load_artifact
 from ml.truth import risk_against_truth, segment_agreement
+from orchestration.assets.publishing import TAG_HISTORY, TAGS
 from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_command, dbt_resource
 from orchestration.definitions import build_definitions
 from orchestration.ingest.pii import attach_vault
 from orchestration.partitions import landing_months
+from orchestration.publish.frames import customer_months
+from orchestration.publish.rules import default_rules, tag_fields
+from orchestration.publish.tags import evaluate_tags, tag_history
 from orchestration.resources import FinegridResource
 from orchestration.runner import PipelineOutcome, check_evaluations, run_months
 from tests.conftest import CHROMIUM_FLAGS, PII_KEY, TEST_RATES, Drop, make_drop
@@ -885,6 +889,63 @@ def test_tag_history_accounts_for_every_tagged_month(built):
                  b.valid_from"""
     )["n"][0]
     assert overlap == 0
+
+
+def test_tags_are_evaluated_again_only_for_the_months_whose_rows_changed(built, tmp_path):
+    # A run evaluates the tags of the months whose customer-month rows changed since their tags
+    # were evaluated (every month under another library); the tables must then equal an
+    # evaluation of every month. An old month's complaints are raised, so its tags change.
+    warehouse = tmp_path / "tags.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    library = default_rules()["tags"]
+    latest, months = built.sql(
+        "SELECT max(as_of_month) AS m, count(DISTINCT as_of_month) AS n FROM publish.customer_tags"
+    ).row(0)
+    old = built.sql("SELECT min(as_of_month) + INTERVAL 3 MONTH AS m FROM publish.customer_tags")
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "UPDATE marts.customer_features SET complaints_12m = complaints_12m + 2 "
+            "WHERE as_of_month = ?",
+            [old["m"][0]],
+        )
+
+    def evaluated() -> int:
+        result = dg.materialize(
+            built.defs.assets,
+            selection=[TAGS, TAG_HISTORY],
+            partition_key=f"{latest:%Y-%m}",
+            resources={
+                "finegrid": FinegridResource(warehouse_path=str(warehouse)),
+                "dbt": dbt_resource(),
+            },
+            instance=built.instance,
+        )
+        (tags,) = [
+            e.materialization.metadata
+            for e in result.get_asset_materialization_events()
+            if e.asset_key == TAGS
+        ]
+        return tags["months_evaluated"].value
+
+    def assert_whole() -> None:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            expected = evaluate_tags(
+                customer_months(con, tag_fields(library), through=latest), library
+            )
+            stored = con.execute("SELECT * FROM publish.customer_tags").pl()
+            history = con.execute("SELECT * FROM publish.customer_tag_history").pl()
+        order = ["as_of_month", "customer_id", "tag_code"]
+        assert stored.sort(order).equals(expected.sort(order))
+        assert history.equals(tag_history(expected, latest))
+
+    assert evaluated() == 1
+    assert_whole()
+    assert evaluated() == 0  # nothing changed
+    assert_whole()
+    with duckdb.connect(str(warehouse)) as con:  # as if the library had changed
+        con.execute("UPDATE ops.tag_input_months SET library_digest = 'another'")
+    assert evaluated() == months
+    assert_whole()
 
 
 def test_target_lists_honour_exclusions_capacity_and_the_files_match_the_table(built):

@@ -24,7 +24,12 @@ from orchestration.publish.campaigns import (
     write_target_files,
 )
 from orchestration.publish.contacts import contact_column, resolve_contacts, write_audit
-from orchestration.publish.frames import campaign_frame, customer_months
+from orchestration.publish.frames import (
+    campaign_frame,
+    customer_month_fingerprints,
+    customer_months,
+    table_exists,
+)
 from orchestration.publish.report import write_report
 from orchestration.publish.rules import (
     campaign_fields,
@@ -35,7 +40,14 @@ from orchestration.publish.rules import (
 )
 from orchestration.publish.service import customer_plans, plan_frame
 from orchestration.publish.snapshot import SHARED_SCHEMAS, write_snapshot
-from orchestration.publish.tags import catalogue_frame, evaluate_tags, tag_history
+from orchestration.publish.tags import (
+    TAG_COLUMNS,
+    catalogue_frame,
+    evaluate_tags,
+    library_digest,
+    months_to_evaluate,
+    tag_history,
+)
 from orchestration.resources import FinegridResource
 
 DIM_CUSTOMER = dg.AssetKey(["marts", "dim_customer"])
@@ -74,6 +86,56 @@ def _segments_of(con: duckdb.DuckDBPyConnection, month: date) -> int:
     ).fetchone()[0]
 
 
+def _evaluated_months(
+    con: duckdb.DuckDBPyConnection, digest: str
+) -> dict[date, tuple[int, str]] | None:
+    """The fingerprints of the rows each month's stored tags were evaluated on; None when the
+    tags must be evaluated whole: none stored, or under another library (``digest``)."""
+    if not (
+        table_exists(con, "ops", "tag_input_months")
+        and table_exists(con, "publish", "customer_tags")
+    ):
+        return None
+    found = con.execute(
+        "SELECT as_of_month, rows, checksum, library_digest FROM ops.tag_input_months"
+    ).fetchall()
+    if any(row[3] != digest for row in found):
+        return None
+    return {month: (rows, checksum) for month, rows, checksum, _ in found}
+
+
+def _fingerprint_frame(fingerprints: dict[date, tuple[int, str]], digest: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(month, rows, checksum, digest) for month, (rows, checksum) in fingerprints.items()],
+        schema={
+            "as_of_month": pl.Date,
+            "rows": pl.Int64,
+            "checksum": pl.String,
+            "library_digest": pl.String,
+        },
+        orient="row",
+    )
+
+
+def _write_tags(
+    con: duckdb.DuckDBPyConnection, tags: pl.DataFrame, months: list[date], whole: bool
+) -> None:
+    """Replace the tags of ``months`` with ``tags`` (all of them when ``whole``)."""
+    if whole:
+        replace_table(con, "publish.customer_tags", tags)
+        return
+    columns = ", ".join(TAG_COLUMNS)
+    con.execute(
+        "DELETE FROM publish.customer_tags WHERE as_of_month IN (SELECT unnest(?::DATE[]))",
+        [months],
+    )
+    con.register("incoming", tags.select(TAG_COLUMNS).to_arrow())
+    try:
+        con.execute(f"INSERT INTO publish.customer_tags ({columns}) SELECT {columns} FROM incoming")
+    finally:
+        con.unregister("incoming")
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -99,17 +161,34 @@ def _segments_of(con: duckdb.DuckDBPyConnection, month: date) -> int:
 def customer_tags(context: dg.AssetExecutionContext, finegrid: FinegridResource):
     library = default_rules()["tags"]
     latest = key_month(context.partition_key)
+    fields, digest = tag_fields(library), library_digest(library)
     with finegrid.connect(read_only=True) as con:
-        months = customer_months(con, tag_fields(library), through=latest)
-    # Every month up to the as-of month is (re)evaluated, so the history is whole and a month
-    # whose models ran later gets its segment and credit tags.
+        # Every month up to the as-of month has its tags, so the history is whole and a month
+        # whose models ran later gets its segment and credit tags. Only the months whose rows
+        # changed since their tags were evaluated are evaluated again: a new month changes two
+        # (at 100,000 accounts the step evaluated 24 months' 2.46 M rows again in each run).
+        current = customer_month_fingerprints(con, fields, latest)
+        stored = _evaluated_months(con, digest)
+        evaluate, drop = months_to_evaluate(stored or {}, current, stored is not None)
+        months = customer_months(con, fields, months=evaluate)
     tags = evaluate_tags(months, library)
-    history = tag_history(tags, latest)
     catalogue = catalogue_frame(library)
     with finegrid.connect() as con:
-        replace_table(con, "publish.tag_catalogue", catalogue)
-        replace_table(con, "publish.customer_tags", tags)
-        replace_table(con, "publish.customer_tag_history", history)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _write_tags(con, tags, evaluate + drop, whole=stored is None)
+            con.execute("CREATE SCHEMA IF NOT EXISTS ops")
+            con.register("inputs", _fingerprint_frame(current, digest))
+            con.execute("CREATE OR REPLACE TABLE ops.tag_input_months AS SELECT * FROM inputs")
+            con.unregister("inputs")
+            tags = con.execute("SELECT * FROM publish.customer_tags").pl()
+            history = tag_history(tags, latest)
+            replace_table(con, "publish.tag_catalogue", catalogue)
+            replace_table(con, "publish.customer_tag_history", history)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     now = tags.filter(pl.col("as_of_month") == latest)
     counts = (
         now.group_by("tag_code")
@@ -122,6 +201,7 @@ def customer_tags(context: dg.AssetExecutionContext, finegrid: FinegridResource)
         asset_key=TAGS,
         metadata={
             "as_of_month": str(latest),
+            "months_evaluated": len(evaluate),
             "tags_in_library": len(catalogue),
             "rows": len(tags),
             "customers_tagged_latest": now["customer_id"].n_unique(),

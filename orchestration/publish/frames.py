@@ -6,6 +6,7 @@ dimension attributes; the rules then see one row per customer and month.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 import duckdb
@@ -35,15 +36,9 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     )
 
 
-def customer_months(
-    con: duckdb.DuckDBPyConnection,
-    fields: set[str],
-    month: date | None = None,
-    through: date | None = None,
-) -> pl.DataFrame:
-    """customer_id, as_of_month and ``fields`` (features or model/dimension columns) for every
-    customer-month (up to ``through``), or only ``month``'s. Model columns are null in months
-    no model run scored."""
+def _customer_month_rows(con: duckdb.DuckDBPyConnection, fields: set[str], where: str) -> str:
+    """The SQL of the customer-month rows with ``fields``, filtered by ``where`` (on ``f``, the
+    features): the one place the features, the models' outputs and the dimension are joined."""
     feature_cols = {r[0] for r in con.execute("DESCRIBE marts.customer_features").fetchall()}
     unknown = fields - feature_cols - set(_EXTRA)
     if unknown:
@@ -51,19 +46,48 @@ def customer_months(
     select = ["f.customer_id", "f.as_of_month"]
     select += [f'f."{c}"' for c in sorted(fields & feature_cols - {"customer_id", "as_of_month"})]
     select += [f"{_EXTRA[c]} AS {c}" for c in sorted(fields - feature_cols)]
-    where = "WHERE f.as_of_month = $month" if month else ""
-    if through:
-        where = "WHERE f.as_of_month <= $through"
-    return con.execute(
-        f"""SELECT {", ".join(select)}
+    return f"""SELECT {", ".join(select)}
             FROM marts.customer_features AS f
             LEFT JOIN ml.customer_segments AS s USING (customer_id, as_of_month)
             LEFT JOIN ml.risk_scores AS r USING (customer_id, as_of_month)
             LEFT JOIN marts.dim_customer AS d USING (customer_id)
-            {where}
-            ORDER BY f.as_of_month, f.customer_id""",
-        {"month": month} if month else {"through": through} if through else {},
-    ).pl()
+            WHERE {where}"""
+
+
+def customer_months(
+    con: duckdb.DuckDBPyConnection,
+    fields: set[str],
+    month: date | None = None,
+    through: date | None = None,
+    months: Sequence[date] | None = None,
+) -> pl.DataFrame:
+    """customer_id, as_of_month and ``fields`` (features or model/dimension columns) for every
+    customer-month (up to ``through``), or only ``month``'s, or only ``months``'. Model columns
+    are null in months no model run scored."""
+    where, params = "true", {}
+    if month:
+        where, params = "f.as_of_month = $month", {"month": month}
+    if through:
+        where, params = "f.as_of_month <= $through", {"through": through}
+    if months is not None:
+        where, params = "f.as_of_month IN (SELECT unnest($months::DATE[]))", {"months": months}
+    rows = _customer_month_rows(con, fields, where)
+    return con.execute(f"{rows} ORDER BY f.as_of_month, f.customer_id", params).pl()
+
+
+def customer_month_fingerprints(
+    con: duckdb.DuckDBPyConnection, fields: set[str], through: date
+) -> dict[date, tuple[int, str]]:
+    """Per as-of month up to ``through``: how many customer-months ``customer_months`` would
+    return and a hash sum of their rows. Equal fingerprints, equal rows (but for a hash
+    collision): what is computed from a month's rows alone need not be computed again."""
+    rows = _customer_month_rows(con, fields, "f.as_of_month <= $through")
+    found = con.execute(
+        f"""SELECT as_of_month, count(*), sum(hash(__row))::VARCHAR
+            FROM ({rows}) AS __row GROUP BY as_of_month""",
+        {"through": through},
+    ).fetchall()
+    return {month: (n, checksum) for month, n, checksum in found}
 
 
 def campaign_frame(

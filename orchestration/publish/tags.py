@@ -7,6 +7,8 @@ months a tag held into intervals, so month-to-month changes are visible.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import date
 
 import polars as pl
@@ -37,6 +39,28 @@ def evaluate_tags(customers: pl.DataFrame, library: dict) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame(schema=dict.fromkeys(TAG_COLUMNS, pl.String))
     return pl.concat(frames).sort("as_of_month", "customer_id", "tag_code")
+
+
+def library_digest(library: dict) -> str:
+    """A digest of the tag library and of the tags' columns: stored tags evaluated under
+    another digest are evaluated again, every month."""
+    text = json.dumps([library, TAG_COLUMNS], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def months_to_evaluate(
+    stored: dict[date, tuple[int, str]],
+    current: dict[date, tuple[int, str]],
+    same_library: bool,
+) -> tuple[list[date], list[date]]:
+    """Which months' tags to evaluate again, and which to drop, from the fingerprints of each
+    month's rows the tags were last evaluated on (``stored``) and of today's (``current``; see
+    ``customer_month_fingerprints``). A month is evaluated again when its rows changed, or all
+    of them under another library; a month no longer there is dropped."""
+    evaluate = sorted(
+        m for m, found in current.items() if not same_library or stored.get(m) != found
+    )
+    return evaluate, sorted(set(stored) - set(current))
 
 
 def _month_index(column: str) -> pl.Expr:

@@ -1428,11 +1428,19 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
             r[0]
             for r in con.execute(
                 "select METER_ID from raw.ami__daily_reading where DATA_DATE = ? - 1 "
-                "and PAP_R > 100 group by all order by METER_ID limit 2",
+                "and PAP_R > 100 group by all order by METER_ID limit 3",
                 [last],
             ).fetchall()
         ]
-        spiked, gapped = meters
+        spiked, gapped, silent = meters
+        # A meter silent for five weeks before its last reading of the month: the daily
+        # energy's incremental build, which reads the points from a month before the first
+        # rebuilt one, must read the whole table for it.
+        con.execute(
+            "delete from raw.ami__daily_reading where METER_ID = ? "
+            "and (DATA_DATE between ? - 45 and ? - 10 or DATA_DATE between ? - 8 and ? - 1)",
+            [silent, last, last, last, last],
+        )
         con.execute(
             "update raw.ami__daily_reading set PAP_R = PAP_R + 5000 "
             "where METER_ID = ? and DATA_DATE = ? - 1",
@@ -1459,11 +1467,15 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     assert held_changes > 0  # a meter change in the new month
     subprocess.run(dbt_command(warehouse, tmp_path / "target", *run, "--full-refresh"), check=True)
 
+    compiled = tmp_path / "target/compiled/finegrid/models/intermediate/int_daily_energy.sql"
+    read_from_a_day = []  # per increment: did the daily energy read the points from a day on?
+
     def increment(statements: list[str]) -> dict[str, int]:
         with duckdb.connect(str(warehouse)) as con:
             for sql in statements:
                 con.execute(sql)
         subprocess.run(dbt_command(warehouse, tmp_path / "target", *run), check=True)
+        read_from_a_day.append("where reading_date >= date" in compiled.read_text())
         full = tmp_path / "full.duckdb"
         shutil.copy(warehouse, full)
         subprocess.run(dbt_command(full, tmp_path / "target", *run, "--full-refresh"), check=True)
@@ -1534,6 +1546,8 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     late = increment([reextract.format(value="PAP_R - 0.5", cons_no="CONS_NO", n=1)])
     assert late == {model: 0 for model in models}
     assert rebuilt_share() < 0.5
+    # The new month read the whole table (the silent meter); the late re-extract, from a day.
+    assert read_from_a_day == [False, True]
 
     # The monthly usage adds up days with their district's weather: a late re-extract of an
     # old day's weather, a customer the archive moved to another district and one it no

@@ -17,16 +17,15 @@
 {% set rates = ['tip', 'peak', 'flat', 'valley'] %}
 {% set points = ref('int_meter_readings') %}
 
-
 {%- set partial = false -%}
 {%- if is_incremental() -%}
     {%- set read_before = own_watermark('readings_computed_at') -%}
     {%- set partial = scalar_query("select count(*) from " ~ points ~ " where computed_at <= " ~ read_before, 0) > 0 -%}
 {%- endif %}
 {%- if partial -%}
-{#- The CTEs of an incremental build. They read the points before the rebuilt ones from
-    `kept_points`: the whole table, or its days from one on (see below). -#}
-{%- set rebuild_ctes -%}
+    {#- The CTEs of an incremental build. They read the points before the rebuilt ones from
+        `kept_points`: the whole table, or its days from one on (see below). -#}
+    {%- set rebuild_ctes -%}
 -- Per series (account and meter) with rebuilt points: its last kept point before them; the
 -- customer's days from the day after the earliest such point are recomputed.
 rebuilt as (
@@ -69,8 +68,8 @@ readings as (
     left join context using (customer_id, meter_id)
     where not kept.is_spike and kept.reading_date >= coalesce(context.reading_date, rebuild.rebuild_from)
 )
-{%- endset -%}
-{%- set kept_points = points -%}
+    {%- endset -%}
+    {%- set kept_points = points -%}
     {#- The kept points before the rebuilt ones are looked up from a day on, not in the whole
         table: at 100,000 accounts a new month rebuilds every customer, and the joins of the
         74 M points with them took most of the model's time (6-7 s alone, 3.2 s from a month

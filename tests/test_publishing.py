@@ -828,8 +828,6 @@ def test_a_snapshot_copy_left_without_fingerprints_is_not_trusted(tmp_path):
 def test_a_snapshot_copy_from_before_the_month_files_is_written_anew(tmp_path):
     """A copy whose fingerprints predate the month files holds its big tables itself: it is
     written anew, not emptied in place (DuckDB keeps most of a file's freed blocks)."""
-    import json
-
     from orchestration.publish.snapshot import write_snapshot
 
     warehouse = _energy_warehouse(tmp_path / "city.duckdb")

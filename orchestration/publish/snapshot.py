@@ -345,14 +345,17 @@ def _fingerprint(
 ) -> Fingerprint:
     """``relation``'s fingerprint; ``shape`` is its columns and date column (``_shape``)."""
     columns, partition = shape
-    month = f"""date_trunc('month', "{partition}")""" if partition else "NULL::DATE"
-    # Grouped by the month as a date, named as text afterwards: strftime on every row of the
-    # daily energy cost more than the hashing. hash(__row) hashes the whole row as a struct
-    # (an alias no column is named).
+    day = f'"{partition}"' if partition else "NULL::DATE"
+    # Grouped by the date, then by month, and named as text last: date_trunc or strftime on
+    # every row cost more than the hashing (the daily energy's 75 M rows: 4.1 s by month,
+    # 3.0 s by date; the sums, and so the fingerprints, are the same). hash(__row) hashes the
+    # whole row as a struct (an alias no column is named).
     rows = con.execute(
-        f"""SELECT coalesce(strftime(month, '%Y-%m'), ''), n, checksum
-            FROM (SELECT {month} AS month, count(*) AS n, sum(hash(__row))::VARCHAR AS checksum
-                  FROM {relation} AS __row GROUP BY ALL)"""
+        f"""SELECT coalesce(strftime(date_trunc('month', day), '%Y-%m'), ''),
+                   sum(n)::BIGINT, sum(checksum)::VARCHAR
+            FROM (SELECT {day} AS day, count(*) AS n, sum(hash(__row)) AS checksum
+                  FROM {relation} AS __row GROUP BY ALL)
+            GROUP BY ALL"""
     ).fetchall()
     return Fingerprint(columns, partition, {part: (n, h) for part, n, h in rows})
 

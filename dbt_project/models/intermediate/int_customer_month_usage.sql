@@ -25,7 +25,6 @@
 {% set weather_source = source('raw', 'ext__weather_daily') %}
 
 {%- set partial = false -%}
-{%- set rebuild_table = 'temp.main.int_customer_month_usage__rebuild' -%}
 {%- if is_incremental() -%}
     {%- set energy_read = own_watermark('energy_computed_at') -%}
     {%- set weather_read = own_watermark('weather_loaded_at') -%}
@@ -72,16 +71,12 @@
         The customers rebuilt whole are left out of it and read apart: the archive first knows
         a hundred customers in a month, and one of them made the constant year 1, and the new
         month's build read all 24 months (100,000 accounts: 77 s). -#}
-    {#- The customers to rebuild are computed once, into a temporary table of this build's
-        connection (compiling the model and running it share it), which its SQL reads: as a
-        subquery of both, they scanned the 75 M days twice (as int_meter_readings' bounds). -#}
     {%- set rebuild_after, rebuilt_whole = '9999-12-31', 0 -%}
     {%- if execute -%}
-        {%- do run_query("create or replace temporary table " ~ rebuild_table ~ " as " ~ rebuild_sql) -%}
         {%- set bounds = run_query(
             "select coalesce(strftime(min(rebuild_from) filter (where rebuild_from > date '0001-01-01'), "
             ~ "'%Y-%m-%d'), '9999-12-31'), count(*) filter (where rebuild_from = date '0001-01-01') "
-            ~ "from " ~ rebuild_table) -%}
+            ~ "from (" ~ rebuild_sql ~ ")") -%}
         {%- set rebuild_after = bounds.columns[0].values()[0] -%}
         {%- set rebuilt_whole = bounds.columns[1].values()[0] -%}
     {%- endif -%}
@@ -90,7 +85,7 @@
 with
 {% if partial -%}
 rebuild as (
-    select * from {{ rebuild_table }}
+{{ rebuild_sql }}
 ),
 
 -- Every customer to rebuild, also one with no day left (no longer known, or no days from

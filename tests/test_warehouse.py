@@ -27,7 +27,12 @@ from ml.pipeline import score_risk
 from ml.registry import load_artifact
 from ml.truth import risk_against_truth, segment_agreement
 from orchestration.assets.publishing import TAG_HISTORY, TAGS
-from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_command, dbt_resource
+from orchestration.assets.warehouse import (
+    DBT_PROJECT_DIR,
+    dbt_command,
+    dbt_resource,
+    dbt_target_path,
+)
 from orchestration.definitions import build_definitions
 from orchestration.ingest.pii import attach_vault
 from orchestration.partitions import landing_months
@@ -389,6 +394,20 @@ def _dbt(built: Built, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     command = dbt_command(built.warehouse, target, *args)
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     return result, target
+
+
+def test_the_dbt_unit_tests_run_here_and_not_in_the_pipelines_builds(built):
+    result, target = _dbt(built, "test", "--select", "test_type:unit")
+    assert result.returncode == 0, result.stdout[-2000:]
+    ran = json.loads((target / "run_results.json").read_text("utf-8"))["results"]
+    unit_tests = json.loads((target / "manifest.json").read_text("utf-8"))["unit_tests"]
+    assert unit_tests and {r["unique_id"] for r in ran} == set(unit_tests)
+    assert {r["status"] for r in ran} == {"pass"}
+    # The pipeline's builds (dbt's log of them, JSON lines) ran the models but no unit test.
+    logs = sorted(dbt_target_path(built.warehouse).glob("dbt.log*"))
+    log = "".join(path.read_text("utf-8") for path in logs)
+    assert '"unique_id": "model.finegrid.int_meter_readings"' in log
+    assert '"unique_id": "unit_test.' not in log
 
 
 @pytest.fixture(scope="module")

@@ -36,9 +36,8 @@ class FinegridResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        if not read_only:
-            with self.settings().writer() as con:
-                yield con
-            return
-        with self.settings().connect(read_only=True) as con:
+        con = self.settings().connect(read_only=read_only)
+        try:
             yield con
+        finally:
+            con.close()

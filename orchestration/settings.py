@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +24,6 @@ DEFAULTS = {
     # rows an incremental model deletes then stay marked deleted until `make rebuild`.
     "DUCKDB_MAX_VACUUM_TASKS": "0",
 }
-
-# A checkpoint (the WAL folded into the database file) has a cost of its own, whatever was
-# written: 0.8-0.9 s on the 11.5 GiB warehouse of 100,000 accounts for one row, where replaying
-# 4.7 MiB of WAL on the next open took 0.04 s. DuckDB checkpoints when a connection closes, and
-# the platform's steps each open one: 25 closes, 7.7 s, in the monthly increment at 100,000
-# accounts. A writer leaves a WAL smaller than this (DuckDB's own automatic threshold) to the
-# next checkpoint; committed, it is as durable in the WAL as in the file.
-CHECKPOINT_WAL_BYTES = 16 * 2**20
 
 
 def instance_env(root: Path, pii_key: str) -> dict[str, str]:
@@ -119,19 +109,3 @@ class Settings:
         return duckdb.connect(
             str(self.warehouse_path), read_only=read_only, config=self.duckdb_config
         )
-
-    @contextmanager
-    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection that, on closing, checkpoints only a WAL of
-        ``CHECKPOINT_WAL_BYTES`` or more (see there why)."""
-        con = self.connect()
-        try:
-            con.execute("PRAGMA disable_checkpoint_on_shutdown")
-            yield con
-            # Not after a failure: a transaction left open would refuse the checkpoint and
-            # hide the error; the WAL then waits for the next one.
-            wal = Path(f"{self.warehouse_path}.wal")
-            if wal.exists() and wal.stat().st_size >= CHECKPOINT_WAL_BYTES:
-                con.execute("CHECKPOINT")
-        finally:
-            con.close()

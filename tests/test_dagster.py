@@ -2,7 +2,6 @@ import importlib
 import shutil
 
 import dagster as dg
-import duckdb
 import pytest
 
 from data_contracts import load_contracts
@@ -107,40 +106,6 @@ def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
         assert con.execute("select current_setting('max_vacuum_tasks')").fetchone()[0] == 25
     with pytest.raises(ConfigError, match="DUCKDB_MAX_VACUUM_TASKS must be a whole number"):
         Settings.from_env(env | {"DUCKDB_MAX_VACUUM_TASKS": "-1"})
-
-
-def test_a_writer_leaves_a_small_wal_and_checkpoints_a_large_one(tmp_path, monkeypatch):
-    import orchestration.settings as settings_module
-
-    path = tmp_path / "w.duckdb"
-    wal = tmp_path / "w.duckdb.wal"
-    resource = FinegridResource(warehouse_path=str(path))
-    with resource.connect() as con:
-        con.execute("create table t as select 1 as x")
-    with resource.connect() as con:
-        con.execute("insert into t values (2)")
-    # No checkpoint on closing: the rows wait in the WAL, where every reader finds them.
-    assert wal.exists() and wal.stat().st_size > 0
-    with resource.connect(read_only=True) as con:
-        assert con.execute("select sum(x) from t").fetchone()[0] == 3
-    with duckdb.connect() as con:  # as the analyst snapshot reads the warehouse
-        con.execute(f"ATTACH '{path}' AS w (READ_ONLY)")
-        assert con.execute("select sum(x) from w.t").fetchone()[0] == 3
-
-    # A failed step leaves its committed rows in the WAL and its error unchanged.
-    with pytest.raises(duckdb.CatalogException), resource.connect() as con:
-        con.execute("insert into t values (4)")
-        con.execute("select * from no_such_table")
-    with resource.connect(read_only=True) as con:
-        assert con.execute("select sum(x) from t").fetchone()[0] == 7
-
-    # From the threshold on, the writer folds the WAL into the file.
-    monkeypatch.setattr(settings_module, "CHECKPOINT_WAL_BYTES", 1)
-    with resource.connect() as con:
-        con.execute("insert into t values (8)")
-    assert not wal.exists() or wal.stat().st_size == 0
-    with duckdb.connect(str(path), read_only=True) as con:
-        assert con.execute("select sum(x) from t").fetchone()[0] == 15
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-2", "1.5"])

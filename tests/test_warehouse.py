@@ -1267,6 +1267,138 @@ def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built,
     assert rebuilt[0][1] > 0  # the changed point reached the rebuilt month
 
 
+# The staging models incremental by month: their raw table, their month column and the raw
+# column it comes from.
+STAGED_BY_MONTH = {
+    "stg_mkt__customer_snapshots": ("mkt__cons_archive", "snapshot_month", "_period"),
+    "stg_mkt__bills": ("mkt__monthly_bill", "bill_month", "BILL_YM"),
+}
+
+
+def test_the_archive_and_bills_staging_rebuild_only_the_months_loaded_since(built, tmp_path):
+    # Built without the last archive and billing month. Then landed: that month; a re-extract
+    # of an old archive month changing one account's capacity (a later file: it wins); one of
+    # another old month from a file named earlier but loaded later (it loses); a correction of
+    # an old bill. The incremental run must rewrite exactly those months (every row's
+    # source_file is set to 'kept' first: a row still 'kept' was not rewritten) and end where
+    # a full rebuild ends.
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    run = ("run", "--quiet", "--select", *STAGED_BY_MONTH)
+    later = "now()::timestamp + interval 1 day"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema held")
+        for raw, _, period in STAGED_BY_MONTH.values():
+            con.execute(
+                f"create table held.{raw} as select * from raw.{raw} "
+                f"where {period} = (select max({period}) from raw.{raw})"
+            )
+            con.execute(
+                f"delete from raw.{raw} where {period} in (select {period} from held.{raw})"
+            )
+    subprocess.run(dbt_command(warehouse, tmp_path / "target", *run, "--full-refresh"), check=True)
+    with duckdb.connect(str(warehouse)) as con:
+        for model in STAGED_BY_MONTH:
+            con.execute(f"update staging.{model} set source_file = 'kept'")
+        for raw, _, _ in STAGED_BY_MONTH.values():
+            con.execute(
+                f"insert into raw.{raw} select * replace ({later} as _loaded_at) from held.{raw}"
+            )
+        periods = [
+            r[0]
+            for r in con.execute(
+                "select distinct _period from raw.mkt__cons_archive order by 1"
+            ).fetchall()
+        ]
+        won, lost = periods[1], periods[2]
+        # An account in both months under its plain number (customer_id is the number
+        # normalised), with one row in each.
+        account, capacity, lost_capacity = con.execute(
+            "select CONS_NO, any_value(CONTRACT_CAP) filter (where _period = $1), "
+            "any_value(CONTRACT_CAP) filter (where _period = $2) from raw.mkt__cons_archive "
+            "where _period in ($1, $2) and regexp_full_match(CONS_NO, '[0-9]{10}') "
+            "and CONTRACT_CAP is not null group by CONS_NO having count(*) = 2 "
+            "order by CONS_NO limit 1",
+            [won, lost],
+        ).fetchone()
+        for period, name in [(won, "~re-extract"), (lost, "")]:
+            # `~` sorts after the name's other characters, `` before the whole name.
+            file = f"_source_file || '{name}'" if name else "'mkt/cons_archive/0.csv'"
+            con.execute(
+                f"insert into raw.mkt__cons_archive select * replace ({file} as _source_file, "
+                f"CONTRACT_CAP + 7 as CONTRACT_CAP, {later} as _loaded_at) "
+                "from raw.mkt__cons_archive where _period = ? and CONS_NO = ?",
+                [period, account],
+            )
+        bill_months = [
+            r[0]
+            for r in con.execute(
+                "select distinct BILL_YM from raw.mkt__monthly_bill order by 1"
+            ).fetchall()
+        ]
+        corrected = bill_months[3]
+        billed, amount = con.execute(
+            "select CONS_NO, any_value(T_AMT) from raw.mkt__monthly_bill where BILL_YM = ? "
+            "and regexp_full_match(CONS_NO, '[0-9]{10}') group by CONS_NO "
+            "having count(*) = 1 and any_value(BILL_FLAG) = 'N' order by CONS_NO limit 1",
+            [corrected],
+        ).fetchone()
+        con.execute(
+            "insert into raw.mkt__monthly_bill select * replace ('C' as BILL_FLAG, "
+            "T_AMT + 11 as T_AMT, 'mkt/monthly_bill/monthly_bill_29991231.csv' as _source_file, "
+            f"{later} as _loaded_at) from raw.mkt__monthly_bill where BILL_YM = ? and CONS_NO = ?",
+            [corrected, billed],
+        )
+    subprocess.run(dbt_command(warehouse, tmp_path / "target", *run), check=True)
+    full = tmp_path / "full.duckdb"
+    shutil.copy(warehouse, full)
+    subprocess.run(dbt_command(full, tmp_path / "target", *run, "--full-refresh"), check=True)
+    from bench.floor import disagreements
+
+    month = "strftime({}, '%Y%m')"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"attach '{full}' as refreshed (read_only)")
+        rewritten = {
+            model: [
+                r[0]
+                for r in con.execute(
+                    f"select distinct {month.format(column)} from staging.{model} "
+                    f"where source_file <> 'kept' order by 1"
+                ).fetchall()
+            ]
+            for model, (_, column, _) in STAGED_BY_MONTH.items()
+        }
+        for model, (_, column, _) in STAGED_BY_MONTH.items():
+            found = disagreements(
+                con,
+                f"staging.{model}",
+                f"refreshed.staging.{model}",
+                ["customer_id", column],
+                ignore=["source_file"],
+            )
+            assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}, model
+            assert con.execute(
+                f"select (select count(*) from staging.{model}) "
+                f"= (select count(*) from refreshed.staging.{model})"
+            ).fetchone()[0], model
+        kept_capacity = dict(
+            con.execute(
+                "select strftime(snapshot_month, '%Y%m'), contract_capacity_kva "
+                f"from staging.stg_mkt__customer_snapshots where customer_id = '{account}' "
+                f"and strftime(snapshot_month, '%Y%m') in ('{won}', '{lost}')"
+            ).fetchall()
+        )
+        bill = con.execute(
+            "select amount_yuan, is_correction from staging.stg_mkt__bills "
+            f"where customer_id = '{billed}' and strftime(bill_month, '%Y%m') = '{corrected}'"
+        ).fetchone()
+    archive_last = max(periods)
+    assert rewritten["stg_mkt__customer_snapshots"] == sorted({won, lost, archive_last})
+    assert rewritten["stg_mkt__bills"] == sorted({corrected, max(bill_months)})
+    assert kept_capacity == {won: capacity + 7, lost: lost_capacity}
+    assert bill == (amount + 11, True)
+
+
 def test_customer_features_rebuild_a_customer_from_the_first_month_its_inputs_changed(
     built, tmp_path
 ):

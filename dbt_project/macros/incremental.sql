@@ -6,13 +6,14 @@
     leads with a plain date range that DuckDB pushes into the raw scan, where the raw table's
     zone maps skip every other month: as `date_trunc('month', date) in (…)` alone it was
     applied above the scans, and each of the seven scans of the curves' staging view read all
-    24 months (100,000 accounts, one new month: fct_daily_load_profile 53 s → 6 s alone). -#}
-{% macro months_to_rebuild(raw_table, date_column, date_expr) -%}
+    24 months (100,000 accounts, one new month: fct_daily_load_profile 53 s → 6 s alone).
+    `watermark` is the model's column holding its rows' raw `_loaded_at`. -#}
+{% macro months_to_rebuild(raw_table, date_column, date_expr, watermark='source_loaded_at') -%}
     {%- if is_incremental() -%}
         {%- set query -%}
             select distinct strftime(date_trunc('month', {{ date_column }}), '%Y-%m-%d')
             from {{ source('raw', raw_table) }}
-            where _loaded_at > {{ own_watermark('source_loaded_at') }}
+            where _loaded_at > {{ own_watermark(watermark) }}
             order by 1
         {%- endset -%}
         {%- set months = run_query(query).columns[0].values() if execute else [] -%}

@@ -1,7 +1,20 @@
 -- One bill per account and billing month: a correction (BILL_FLAG = C) replaces the bill it
 -- corrects; among several versions the latest extract wins.
+--
+-- Incremental by billing month, as stg_mkt__customer_snapshots by archive month: a build
+-- recomputes the billing months of the bill rows loaded since the last one (a late correction
+-- of an old month rebuilds that month), each from all its versions (100,000 accounts, one
+-- new month: 3.9-5.1 s → 1.2-1.6 s in the increment's build).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='bill_month',
+    on_schema_change='sync_all_columns',
+) }}
 with source as (
     select * from {{ source('raw', 'mkt__monthly_bill') }}
+    where {{ months_to_rebuild(
+        'mkt__monthly_bill', month_start('BILL_YM'), month_start('BILL_YM'), 'loaded_at') }}
 ),
 
 ranked as (

@@ -25,6 +25,7 @@ VOLATILE = bookkeeping_columns() | {
     "first_seen_at",
     "_loaded_at",
     "source_loaded_at",
+    "built_at",
     "quarantined_at",
     "artifact_path",
     "artifact_sha256",

@@ -1255,8 +1255,15 @@ def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built,
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"attach '{full}' as refreshed (read_only)")
         for name, (schema, keys) in tables.items():
-            found = disagreements(con, f"{schema}.{name}", f"refreshed.{schema}.{name}", keys)
+            mine, theirs = f"{schema}.{name}", f"refreshed.{schema}.{name}"
+            found = disagreements(con, mine, theirs, keys, ignore=["built_at"])
             assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}, name
+        # Only the rebuilt month carries the incremental build's stamp (the row tests read it).
+        stamped = con.execute(
+            "select distinct load_month from marts.fct_daily_load_profile "
+            "where built_at = (select max(built_at) from marts.fct_daily_load_profile)"
+        ).fetchall()
+        assert stamped == [(month,)]
         rebuilt = con.execute(
             "select load_month, count(*) filter (where b.peak_kw <> a.peak_kw) "
             "from before b join intermediate.int_customer_month_load a "
@@ -1557,6 +1564,37 @@ def test_the_daily_energy_key_test_counts_what_the_last_build_wrote(built, tmp_p
         f"DELETE FROM {table} WHERE readings_computed_at > (SELECT min(readings_computed_at) "
         f"FROM {table}); INSERT INTO {table} SELECT * FROM {old_day}"
     )
+    assert full.returncode == 1 and "Got 1 result" in full.stdout, full.stdout[-2000:]
+
+
+def test_the_load_profile_list_test_reads_what_the_last_build_wrote(built, tmp_path):
+    # A day with 23 hours in its lists fails the test when the newest build wrote it, or when
+    # one build wrote every row (a full build); a row an earlier build wrote is not read again.
+    test = "fct_daily_load_profile,test_name:expression_holds"
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, copy)
+    table = "marts.fct_daily_load_profile"
+    bad_day = (
+        f"SELECT * REPLACE (avg_kw[1:23] AS avg_kw, built_at + INTERVAL '{{}}' AS built_at) "
+        f"FROM (SELECT * FROM {table} ORDER BY customer_id, load_date LIMIT 1)"
+    )
+
+    def list_test(statement: str) -> subprocess.CompletedProcess:
+        with duckdb.connect(str(copy)) as con:
+            con.execute(statement)
+        command = dbt_command(copy, tmp_path / "target", "test", "--select", test)
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    passed = list_test("SELECT 1")
+    assert passed.returncode == 0 and "PASS=1 " in passed.stdout, passed.stdout[-2000:]
+    newest = list_test(f"INSERT INTO {table} " + bad_day.format("1 day"))
+    assert newest.returncode == 1 and "Got 1 result" in newest.stdout, newest.stdout[-2000:]
+    older = list_test(
+        f"DELETE FROM {table} WHERE len(avg_kw) = 23; "
+        f"INSERT INTO {table} " + bad_day.format("-1 day")
+    )
+    assert older.returncode == 0 and "PASS=1 " in older.stdout, older.stdout[-2000:]
+    full = list_test(f"UPDATE {table} SET built_at = TIMESTAMP '2030-01-01'")
     assert full.returncode == 1 and "Got 1 result" in full.stdout, full.stdout[-2000:]
 
 

@@ -63,3 +63,10 @@
 {% macro row_hash(columns) -%}
     hash({{ columns | join(', ') }})
 {%- endmacro %}
+
+{#- The stamp of the rows this dbt run writes: when the run started (UTC). One value for every
+    row of one build, rising from build to build, so a test can read only what the last build
+    wrote (`stamp` of unique_combination and expression_holds). -#}
+{% macro build_stamp() -%}
+cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ dbt.type_timestamp() }})
+{%- endmacro %}

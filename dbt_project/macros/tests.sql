@@ -10,9 +10,15 @@ where {{ column_name }} is not null
   )
 {% endtest %}
 
-{#- Rows where an expression that must hold is false. -#}
-{% test expression_holds(model, expression) %}
-select * from {{ model }} where not ({{ expression }})
+{#- Rows where an expression that must hold is false. With `stamp` (see unique_combination),
+    only the rows of the newest stamp: a row-wise check of a row holds until the row is
+    rewritten, and a full build stamps every row alike, so all are read after one. -#}
+{% test expression_holds(model, expression, stamp=none) %}
+select * from {{ model }}
+where not ({{ expression }})
+{%- if stamp is not none %}
+    and {{ stamp }} = (select max({{ stamp }}) from {{ model }})
+{%- endif %}
 {% endtest %}
 
 {#- Rows whose combination of columns is not unique. With `stamp`, a column each build of an

@@ -15,7 +15,6 @@
     on_schema_change='ignore'
 ) }}
 {% set registers = ['register_kwh', 'register_tip_kwh', 'register_peak_kwh', 'register_flat_kwh', 'register_valley_kwh'] %}
-{% set computed_at = "'" ~ run_started_at.strftime('%Y-%m-%d %H:%M:%S.%f') ~ "'::timestamp" %}
 
 {%- set partial = false -%}
 {%- if is_incremental() -%}
@@ -214,7 +213,7 @@ final as (
         ) as is_spike,
         previous_reading_date,
         source_loaded_at,
-        {{ computed_at }} as computed_at
+        {{ build_stamp() }} as computed_at
         {%- if is_incremental() %},
         {{ 'rebuild_from' if partial else 'null::date' }} as _rebuild_from
         {%- endif %}

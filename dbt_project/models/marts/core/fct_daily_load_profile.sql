@@ -13,7 +13,7 @@
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='load_month',
-    on_schema_change='fail',
+    on_schema_change='append_new_columns',
 ) }}
 {% set hours = range(24) %}
 {%- set in_rebuild = months_to_rebuild('ami__load_curve', 'DATA_DATE', 'reading_date') %}
@@ -75,7 +75,9 @@ final as (
         [{% for h in hours %}kw_sum_{{ h }} / nullif(points_{{ h }}, 0){{ ', ' if not loop.last }}{% endfor %}]::double[] as avg_kw,
         [{% for h in hours %}max_kw_{{ h }}{{ ', ' if not loop.last }}{% endfor %}]::double[] as max_kw,
         [{% for h in hours %}points_{{ h }}{{ ', ' if not loop.last }}{% endfor %}]::integer[] as points_collected,
-        loaded_at as source_loaded_at
+        loaded_at as source_loaded_at,
+        -- The build's stamp, so that the row tests read only what the last build wrote.
+        {{ build_stamp() }} as built_at
     from days
 )
 

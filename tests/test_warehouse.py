@@ -10,7 +10,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -1532,19 +1532,29 @@ def _differences(warehouse: Path, reference: Path) -> dict[str, int]:
     return found
 
 
+def _data_test_after_writes(
+    built, tmp_path: Path, select: str
+) -> tuple[Path, Callable[[str], subprocess.CompletedProcess]]:
+    """A copy of the built warehouse, and a function that runs SQL on it, then the data tests
+    `select` names: for the tests bounded by a build stamp, rows written as a build would."""
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, copy)
+
+    def run(statement: str) -> subprocess.CompletedProcess:
+        with duckdb.connect(str(copy)) as con:
+            con.execute(statement)
+        command = dbt_command(copy, tmp_path / "target", "test", "--select", select)
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    return copy, run
+
+
 def test_the_daily_energy_key_test_counts_what_the_last_build_wrote(built, tmp_path):
     # After a full build every row has one stamp and all are counted; after an incremental one,
     # the keys the build wrote, each against the whole table.
     test = "int_daily_energy,test_name:unique_combination"
-    copy = tmp_path / "warehouse.duckdb"
-    shutil.copy(built.warehouse, copy)
+    copy, key_test = _data_test_after_writes(built, tmp_path, test)
     table = "intermediate.int_daily_energy"
-
-    def key_test(statement: str) -> subprocess.CompletedProcess:
-        with duckdb.connect(str(copy)) as con:
-            con.execute(statement)
-        command = dbt_command(copy, tmp_path / "target", "test", "--select", test)
-        return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
     with duckdb.connect(str(copy), read_only=True) as con:
         assert con.execute(
@@ -1571,20 +1581,12 @@ def test_the_load_profile_list_test_reads_what_the_last_build_wrote(built, tmp_p
     # A day with 23 hours in its lists fails the test when the newest build wrote it, or when
     # one build wrote every row (a full build); a row an earlier build wrote is not read again.
     test = "fct_daily_load_profile,test_name:expression_holds"
-    copy = tmp_path / "warehouse.duckdb"
-    shutil.copy(built.warehouse, copy)
+    _, list_test = _data_test_after_writes(built, tmp_path, test)
     table = "marts.fct_daily_load_profile"
     bad_day = (
         f"SELECT * REPLACE (avg_kw[1:23] AS avg_kw, built_at + INTERVAL '{{}}' AS built_at) "
         f"FROM (SELECT * FROM {table} ORDER BY customer_id, load_date LIMIT 1)"
     )
-
-    def list_test(statement: str) -> subprocess.CompletedProcess:
-        with duckdb.connect(str(copy)) as con:
-            con.execute(statement)
-        command = dbt_command(copy, tmp_path / "target", "test", "--select", test)
-        return subprocess.run(command, capture_output=True, text=True, timeout=600)
-
     passed = list_test("SELECT 1")
     assert passed.returncode == 0 and "PASS=1 " in passed.stdout, passed.stdout[-2000:]
     newest = list_test(f"INSERT INTO {table} " + bad_day.format("1 day"))

@@ -12,7 +12,12 @@ from data_contracts import load_contracts
 from orchestration.assets.ingestion import build_ledger_asset, ingestion_assets
 from orchestration.assets.models import model_assets
 from orchestration.assets.publishing import publishing_assets
-from orchestration.assets.warehouse import build_warehouse_assets, dbt_resource, manifest_path
+from orchestration.assets.warehouse import (
+    build_warehouse_assets,
+    dbt_resource,
+    manifest_path,
+    snapshot_fingerprints,
+)
 from orchestration.automation import (
     build_freshness_checks,
     build_freshness_schedule,
@@ -36,9 +41,11 @@ def build_definitions(
     manifest: Path | None = None, finegrid: FinegridResource | None = None
 ) -> dg.Definitions:
     raw_assets = ingestion_assets()
-    warehouse = build_warehouse_assets(manifest or manifest_path())
+    manifest = manifest or manifest_path()
+    warehouse = build_warehouse_assets(manifest)
     ledger = build_ledger_asset(list(load_contracts().values()))
-    assets = [*raw_assets, ledger, *warehouse, *model_assets(), *publishing_assets()]
+    publishing = publishing_assets(snapshot_fingerprints(manifest))
+    assets = [*raw_assets, ledger, *warehouse, *model_assets(), *publishing]
     raw = [k for a in raw_assets for k in a.keys]
     downstream = downstream_keys(assets)
     freshness = build_freshness_checks(load_contracts().values())

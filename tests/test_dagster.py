@@ -1,5 +1,6 @@
 import importlib
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -188,3 +189,46 @@ def test_dbt_gets_the_warehouse_as_an_absolute_path(tmp_path, monkeypatch):
     assert json.loads(args[args.index("--vars") + 1]) == {
         "warehouse_path": str(tmp_path / "data/w.duckdb")
     }
+
+
+def test_a_snapshot_fingerprint_is_declared_by_documented_columns(tmp_path):
+    """meta.snapshot_fingerprint, read from the manifest: the columns a view computes from the
+    others, or a build stamp; anything else names the model's file."""
+    import json
+
+    from orchestration.assets.warehouse import snapshot_fingerprints
+    from orchestration.publish.snapshot import RowHash
+
+    def manifest(declared) -> Path:
+        node = {
+            "resource_type": "model",
+            "name": "fct_days",
+            "alias": "fct_days",
+            "schema": "marts",
+            "original_file_path": "models/marts/fct_days.sql",
+            "config": {"meta": {"snapshot_fingerprint": declared}},
+            "columns": {"built_at": {}, "day": {}, "month": {}},
+        }
+        other = node | {"name": "dim", "alias": "dim", "config": {"meta": {"zh": "维"}}}
+        path = tmp_path / "manifest.json"
+        nodes = {"model.finegrid.fct_days": node, "model.finegrid.dim": other}
+        path.write_text(json.dumps({"nodes": nodes}), "utf-8")
+        return path
+
+    assert snapshot_fingerprints(manifest({"computed": ["month"]})) == {
+        "marts.fct_days": RowHash(computed=("month",))
+    }
+    assert snapshot_fingerprints(manifest({"stamp": "built_at"})) == {
+        "marts.fct_days": RowHash(stamp="built_at")
+    }
+    where = r"models/marts/fct_days.sql \(model fct_days\), meta.snapshot_fingerprint: "
+    with pytest.raises(ConfigError, match=where + r"\['kwh'\] are not documented"):
+        snapshot_fingerprints(manifest({"computed": ["month", "kwh"]}))
+    with pytest.raises(ConfigError, match=where + r"computed \[1\] is not a list of columns"):
+        snapshot_fingerprints(manifest({"computed": [1]}))
+    for wrong in (["month"], {"stamp": "built_at", "computed": ["month"]}, {"stamp": 1}):
+        with pytest.raises(ConfigError, match=where + ".* is neither"):
+            snapshot_fingerprints(manifest(wrong))
+    real = snapshot_fingerprints(manifest_path())
+    assert real["marts.fct_daily_load_profile"] == RowHash(stamp="built_at")
+    assert real["marts.fct_daily_energy"] == RowHash(computed=("energy_month", "is_clean"))

@@ -796,6 +796,18 @@ def test_the_analyst_snapshot_holds_marts_and_ml_read_only_without_personal_data
     for (schema, table), rows in tables.items():
         assert built.sql(f'SELECT count(*) AS n FROM "{schema}"."{table}"')["n"][0] == rows
     assert ("marts", "customer_features") in tables and ("ml", "customer_segments") in tables
+    # Two tables fingerprinted by what their models declare (dbt meta), the rest by rows.
+    from orchestration.publish.snapshot import read_fingerprints
+
+    prints = read_fingerprints(snapshot.resolve())
+    hashed = prints["marts.fct_daily_energy"].basis.split(" of (")[0]
+    assert hashed.startswith("hash(customer_id, energy_date, kwh, ")
+    assert hashed.endswith(", n_meters, is_known_customer)") and "is_clean" not in hashed
+    assert prints["marts.fct_daily_load_profile"].basis.startswith("hash(built_at) of (")
+    assert {n for n, p in prints.items() if p.basis != "row"} == {
+        "marts.fct_daily_energy",
+        "marts.fct_daily_load_profile",
+    }
 
 
 def test_a_reader_keeps_a_complete_snapshot_while_it_is_replaced(built, tmp_path):

@@ -8,6 +8,7 @@ gate's blocking checks, so nothing is published from a model that failed it.
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import date
 
 import dagster as dg
@@ -39,7 +40,7 @@ from orchestration.publish.rules import (
     tag_fields,
 )
 from orchestration.publish.service import customer_plans, plan_frame
-from orchestration.publish.snapshot import SHARED_SCHEMAS, write_snapshot
+from orchestration.publish.snapshot import SHARED_SCHEMAS, RowHash, write_snapshot
 from orchestration.publish.tags import (
     TAG_COLUMNS,
     catalogue_frame,
@@ -464,48 +465,64 @@ def report(context: dg.AssetExecutionContext, finegrid: FinegridResource) -> dg.
     )
 
 
-@dg.asset(
-    key=SNAPSHOT,
-    deps=[
-        SEGMENTS,
-        PROFILES,
-        RISK,
-        TAGS,
-        TAG_HISTORY,
-        PLANS,
-        CUSTOMER_PLANS,
-        TARGETS,
-        *DBT_PUBLISH,
-    ],
-    group_name="publish",
-    kinds={"duckdb"},
-    description="PUBLISH_DIR/analytics.duckdb: a read-only copy of schemas "
-    f"{', '.join(SHARED_SCHEMAS)} (no raw, ops or staging: no lineage, quarantine, free "
-    "text or contact audit). The name links to one of two copies; a run brings the other up "
-    "to date, rewriting only the months whose fingerprints changed, and moves the link in one "
-    "rename, so analysts never block the pipeline and never see a half-written file. "
-    "Downstream of the models and the published tables, so a failed quality gate leaves the "
-    "previous snapshot in place.",
-    retry_policy=RETRY,
-    **PER_MONTH,
-)
-def analytics_snapshot(finegrid: FinegridResource) -> dg.MaterializeResult:
-    settings = finegrid.settings()
-    result = write_snapshot(settings.warehouse_path, settings.publish_dir, settings.duckdb_config)
-    return dg.MaterializeResult(
-        metadata={
-            "path": str(result.path),
-            "tables": len(result.tables),
-            "rows": sum(result.tables.values()),
-            "size_mb": round(result.bytes / 2**20, 1),
-            # Rows copied this time; the rest of the copy was already up to date.
-            "rows_rewritten": sum(result.rewritten.values()),
-            "contents": dg.MetadataValue.md(
-                "\n".join(f"- `{t}`: {n:,}" for t, n in result.tables.items())
-            ),
-        }
+def build_analytics_snapshot(
+    declared: Mapping[str, RowHash] | None = None,
+) -> dg.AssetsDefinition:
+    """The analyst snapshot's asset; ``declared``: per table, what its row hashes take
+    (``snapshot_fingerprints`` of the manifest; ``write_snapshot``)."""
+
+    @dg.asset(
+        key=SNAPSHOT,
+        deps=[
+            SEGMENTS,
+            PROFILES,
+            RISK,
+            TAGS,
+            TAG_HISTORY,
+            PLANS,
+            CUSTOMER_PLANS,
+            TARGETS,
+            *DBT_PUBLISH,
+        ],
+        group_name="publish",
+        kinds={"duckdb"},
+        description="PUBLISH_DIR/analytics.duckdb: a read-only copy of schemas "
+        f"{', '.join(SHARED_SCHEMAS)} (no raw, ops or staging: no lineage, quarantine, free "
+        "text or contact audit). The name links to one of two copies; a run brings the other up "
+        "to date, rewriting only the months whose fingerprints changed, and moves the link in one "
+        "rename, so analysts never block the pipeline and never see a half-written file. "
+        "Downstream of the models and the published tables, so a failed quality gate leaves the "
+        "previous snapshot in place.",
+        retry_policy=RETRY,
+        **PER_MONTH,
     )
+    def analytics_snapshot(finegrid: FinegridResource) -> dg.MaterializeResult:
+        settings = finegrid.settings()
+        result = write_snapshot(
+            settings.warehouse_path,
+            settings.publish_dir,
+            settings.duckdb_config,
+            declared=declared,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "path": str(result.path),
+                "tables": len(result.tables),
+                "rows": sum(result.tables.values()),
+                "size_mb": round(result.bytes / 2**20, 1),
+                # Rows copied this time; the rest of the copy was already up to date.
+                "rows_rewritten": sum(result.rewritten.values()),
+                "contents": dg.MetadataValue.md(
+                    "\n".join(f"- `{t}`: {n:,}" for t, n in result.tables.items())
+                ),
+            }
+        )
+
+    return analytics_snapshot
 
 
-def publishing_assets() -> list[dg.AssetsDefinition]:
-    return [customer_tags, service_plans, campaign_targets, report, analytics_snapshot]
+def publishing_assets(
+    declared: Mapping[str, RowHash] | None = None,
+) -> list[dg.AssetsDefinition]:
+    snapshot = build_analytics_snapshot(declared)
+    return [customer_tags, service_plans, campaign_targets, report, snapshot]

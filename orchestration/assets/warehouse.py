@@ -20,6 +20,7 @@ from packaging import version
 from orchestration.assets.ingestion import LEDGER_KEY
 from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
 from orchestration.partitions import MONTHS
+from orchestration.publish.snapshot import RowHash
 from orchestration.resources import FinegridResource
 from orchestration.settings import ConfigError, Settings
 
@@ -52,6 +53,37 @@ def parse_project(target_dir: Path = DEFAULT_TARGET) -> Path:
     if not result.success:
         raise ConfigError(f"dbt parse failed: {result.exception}")
     return target_dir / "manifest.json"
+
+
+def snapshot_fingerprints(manifest: Path) -> dict[str, RowHash]:
+    """Per model that declares it (``meta.snapshot_fingerprint``), as ``schema.table``: what
+    the analyst snapshot's row hashes take instead of the whole row, ``{computed: [columns the
+    view computes from the others]}`` or ``{stamp: the build stamp}`` (see ``RowHash``). A
+    declaration of anything else, or of columns the model does not document, is an error."""
+    nodes = json.loads(manifest.read_text("utf-8"))["nodes"].values()
+    declared: dict[str, RowHash] = {}
+    for node in nodes:
+        value = (node.get("config", {}).get("meta") or {}).get("snapshot_fingerprint")
+        if node["resource_type"] != "model" or value is None:
+            continue
+        where = f"{node['original_file_path']} (model {node['name']}), meta.snapshot_fingerprint"
+        computed = value.get("computed") if isinstance(value, dict) else None
+        stamp = value.get("stamp") if isinstance(value, dict) else None
+        if isinstance(value, dict) and len(value) == 1 and isinstance(stamp, str):
+            named = [stamp]
+        elif isinstance(value, dict) and len(value) == 1 and isinstance(computed, list):
+            named = computed
+            if not (named and all(isinstance(c, str) for c in named)):
+                raise ConfigError(f"{where}: computed {computed!r} is not a list of columns")
+        else:
+            raise ConfigError(
+                f"{where}: {value!r} is neither {{computed: [columns]}} nor {{stamp: column}}"
+            )
+        if undocumented := [c for c in named if c not in node["columns"]]:
+            raise ConfigError(f"{where}: {undocumented} are not documented columns of the model")
+        key = f"{node['schema']}.{node['alias'] or node['name']}"
+        declared[key] = RowHash(tuple(computed or ()), stamp)
+    return declared
 
 
 def warehouse_vars(warehouse: Path) -> str:

@@ -2,13 +2,15 @@
 eligibility, exclusions, scores, capacity, contact masking and the audit, service plans."""
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ml.config import ConfigError
 from orchestration.ingest.pii import attach_vault
@@ -30,7 +32,9 @@ from orchestration.publish.rules import (
 )
 from orchestration.publish.service import customer_plans, plan_frame
 from orchestration.publish.tags import (
+    TAG_COLUMNS,
     evaluate_tags,
+    extend_tag_history,
     library_digest,
     months_to_evaluate,
     tag_history,
@@ -252,6 +256,53 @@ def test_tag_history_splits_at_gaps_and_leaves_the_current_interval_open():
         ("b", "U", date(2025, 6, 1), None, 1, 5.0),
     ]
     assert history["is_current"].to_list() == [False, False, False, True, False, True]
+
+
+TAG_SCHEMA = dict(zip(TAG_COLUMNS, (pl.String, pl.String, pl.Float64, pl.Date), strict=True))
+MONTHS_OF_TAGS = [date(2024 + (m // 12), m % 12 + 1, 1) for m in range(10, 20)]  # Nov–Aug
+
+
+@st.composite
+def _tags_then_changed(draw) -> tuple[pl.DataFrame, date, pl.DataFrame, date, date]:
+    """Tags as they were up to one latest month, the first month that changed, and the tags
+    as they are up to another latest month: the same before the first changed month."""
+    cells = st.tuples(
+        st.sampled_from("abc"), st.sampled_from("TU"), st.sampled_from(MONTHS_OF_TAGS)
+    )
+    first = draw(st.sampled_from(MONTHS_OF_TAGS[1:]))
+    was_latest = draw(st.sampled_from(MONTHS_OF_TAGS[MONTHS_OF_TAGS.index(first) - 1 :]))
+    # Either may be the month before the first changed: a new month, or nothing changed.
+    latest = draw(st.sampled_from(MONTHS_OF_TAGS[MONTHS_OF_TAGS.index(first) - 1 :]))
+    old = draw(st.sets(cells, max_size=40))
+    kept = {c for c in old if c[2] < first}
+    new = kept | {c for c in draw(st.sets(cells, max_size=30)) if first <= c[2] <= latest}
+    old = {c for c in old if c[2] <= was_latest}
+
+    def frame(cells: set) -> pl.DataFrame:
+        rows = [(c, t, float(m.month), m) for c, t, m in sorted(cells)]
+        return pl.DataFrame(rows, schema=TAG_SCHEMA, orient="row")
+
+    return frame(old), was_latest, frame(new), first, latest
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tags_then_changed())
+def test_the_tag_history_extended_from_the_first_changed_month_is_the_history_made_anew(case):
+    """The run reads the history and the changed months' tags, not every month's: the history
+    it extends must be the one made from all of them, whatever changed, ended or went on."""
+    old, was_latest, new, first, latest = case
+    before = (first - timedelta(days=1)).replace(day=1)
+    history = tag_history(old, was_latest)
+    recent = new.filter(pl.col("as_of_month") >= before)
+    extended = extend_tag_history(history, recent, first, latest)
+    assert extended.equals(tag_history(new, latest))
+
+
+def test_a_tag_history_that_does_not_match_the_tags_is_refused():
+    jan, feb = date(2025, 1, 1), date(2025, 2, 1)
+    tags = pl.DataFrame([("a", "T", 1.0, jan)], schema=TAG_SCHEMA, orient="row")
+    with pytest.raises(ValueError, match="does not match the tags of 2025-01-01"):
+        extend_tag_history(tag_history(tags, jan), tags.clear(), feb, feb)
 
 
 def test_only_the_months_whose_rows_changed_have_their_tags_evaluated_again():

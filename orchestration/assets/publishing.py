@@ -15,6 +15,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from ml.risk import add_month
 from orchestration.assets.models import FEATURES, PROFILES, RISK, SEGMENTS, replace_rows
 from orchestration.assets.policies import RETRY, RUN_PER_MONTH, WRITER_POOL, pii_key
 from orchestration.ingest.pii import attach_vault
@@ -45,6 +46,7 @@ from orchestration.publish.tags import (
     TAG_COLUMNS,
     catalogue_frame,
     evaluate_tags,
+    extend_tag_history,
     library_digest,
     months_to_evaluate,
     tag_history,
@@ -137,6 +139,30 @@ def _write_tags(
         con.unregister("incoming")
 
 
+def _tag_history(
+    con: duckdb.DuckDBPyConnection, changed: list[date], whole: bool, latest: date
+) -> pl.DataFrame:
+    """The tag history once the tags of the ``changed`` months are written: made from every
+    month's tags when they were all evaluated (``whole``), else the stored history extended
+    from the first changed month (reading 7.9 M tags at 100,000 accounts took most of the
+    step's 5.7 s). Nothing changed, it is extended from the month after the latest."""
+    if whole or not table_exists(con, "publish", "customer_tag_history"):
+        return tag_history(con.execute("SELECT * FROM publish.customer_tags").pl(), latest)
+    first = min(changed) if changed else add_month(latest, 1)
+    history = con.execute("SELECT * FROM publish.customer_tag_history").pl()
+    recent = con.execute(
+        "SELECT * FROM publish.customer_tags WHERE as_of_month >= ?", [add_month(first, -1)]
+    ).pl()
+    return extend_tag_history(history, recent, first, latest)
+
+
+def _tags_now(con: duckdb.DuckDBPyConnection, latest: date) -> tuple[int, pl.DataFrame]:
+    """How many tags there are, and the ``latest`` month's."""
+    (rows,) = con.execute("SELECT count(*) FROM publish.customer_tags").fetchone()
+    now = con.execute("SELECT * FROM publish.customer_tags WHERE as_of_month = ?", [latest])
+    return rows, now.pl()
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -182,15 +208,14 @@ def customer_tags(context: dg.AssetExecutionContext, finegrid: FinegridResource)
             con.register("inputs", _fingerprint_frame(current, digest))
             con.execute("CREATE OR REPLACE TABLE ops.tag_input_months AS SELECT * FROM inputs")
             con.unregister("inputs")
-            tags = con.execute("SELECT * FROM publish.customer_tags").pl()
-            history = tag_history(tags, latest)
+            history = _tag_history(con, evaluate + drop, stored is None, latest)
+            rows, now = _tags_now(con, latest)
             replace_table(con, "publish.tag_catalogue", catalogue)
             replace_table(con, "publish.customer_tag_history", history)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    now = tags.filter(pl.col("as_of_month") == latest)
     counts = (
         now.group_by("tag_code")
         .len()
@@ -204,7 +229,7 @@ def customer_tags(context: dg.AssetExecutionContext, finegrid: FinegridResource)
             "as_of_month": str(latest),
             "months_evaluated": len(evaluate),
             "tags_in_library": len(catalogue),
-            "rows": len(tags),
+            "rows": rows,
             "customers_tagged_latest": now["customer_id"].n_unique(),
             "library_version": library["version"],
             "latest_month_counts": dg.MetadataValue.md(

@@ -533,12 +533,16 @@ def build_analytics_snapshot(
             metadata={
                 "path": str(result.path),
                 "tables": len(result.tables),
+                "views": len(result.views),
                 "rows": sum(result.tables.values()),
                 "size_mb": round(result.bytes / 2**20, 1),
                 # Rows copied this time; the rest of the copy was already up to date.
                 "rows_rewritten": sum(result.rewritten.values()),
                 "contents": dg.MetadataValue.md(
-                    "\n".join(f"- `{t}`: {n:,}" for t, n in result.tables.items())
+                    "\n".join(
+                        [f"- `{t}`: {n:,} rows" for t, n in result.tables.items()]
+                        + [f"- `{v}`: a view over the copies" for v in result.views]
+                    )
                 ),
             }
         )

@@ -64,6 +64,9 @@ class SnapshotResult:
     tables: dict[str, int]  # "schema.table" → rows
     bytes: int
     rewritten: dict[str, int]  # "schema.table" → rows written this time (absent: unchanged)
+    # "schema.view": the views over the copies, not counted (fct_hourly_load's count unnests
+    # the load profile's 6.5 M days at 100,000 accounts, 2.5 s a run)
+    views: list[str]
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,7 @@ def write_snapshot(
         known = _prepare(target)
         con = duckdb.connect(str(target), config=config or {})
     with con:
-        counts, prints, rewritten = _update(
+        counts, views, prints, rewritten = _update(
             con, warehouse, known, folder, file_rows, declared or {}
         )
         con.execute("CHECKPOINT")
@@ -209,7 +212,7 @@ def write_snapshot(
     other = folder / COPY_NAMES[0 if target.name == COPY_NAMES[1] else 1]
     _remove_month_files_but(folder, files, other)
     size = target.stat().st_size + sum(path.stat().st_size for path in files)
-    return SnapshotResult(final, counts, size, rewritten)
+    return SnapshotResult(final, counts, size, rewritten, views)
 
 
 def _pointed_at(final: Path, folder: Path) -> Path | None:
@@ -289,9 +292,9 @@ def _update(
     folder: Path,
     file_rows: int,
     declared: Mapping[str, RowHash],
-) -> tuple[dict[str, int], dict[str, Fingerprint], dict[str, int]]:
+) -> tuple[dict[str, int], list[str], dict[str, Fingerprint], dict[str, int]]:
     """Make the connection's database hold the warehouse's shared schemas; return the rows of
-    every relation, the tables' fingerprints and the rows rewritten per table."""
+    every table, the views, the tables' fingerprints and the rows rewritten per table."""
     # Attached under the name DuckDB gives it, as when dbt opened it: the catalog in which
     # dbt's views name the tables they read.
     con.execute(f"ATTACH '{warehouse}' (READ_ONLY)")
@@ -335,11 +338,8 @@ def _update(
     created = _recreate_views(con, {key: views[key] for key in local})
     if created != set(local):
         raise RuntimeError(f"views that bound on shared tables did not: {set(local) - created}")
-    for schema, view in sorted(local):
-        counts[f"{schema}.{view}"] = con.execute(
-            f'SELECT count(*) FROM "{schema}"."{view}"'
-        ).fetchone()[0]
-    return dict(sorted(counts.items())), prints, rewritten
+    views_held = [f"{schema}.{view}" for schema, view in sorted(local)]
+    return dict(sorted(counts.items())), views_held, prints, rewritten
 
 
 def _views_binding_on(

@@ -2,7 +2,7 @@
 eligibility, exclusions, scores, capacity, contact masking and the audit, service plans."""
 
 import json
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ml.config import ConfigError
+from ml.risk import add_month
 from orchestration.ingest.pii import attach_vault
 from orchestration.publish.campaigns import (
     TARGET_LABELS,
@@ -259,7 +260,7 @@ def test_tag_history_splits_at_gaps_and_leaves_the_current_interval_open():
 
 
 TAG_SCHEMA = dict(zip(TAG_COLUMNS, (pl.String, pl.String, pl.Float64, pl.Date), strict=True))
-MONTHS_OF_TAGS = [date(2024 + (m // 12), m % 12 + 1, 1) for m in range(10, 20)]  # Nov–Aug
+MONTHS_OF_TAGS = [add_month(date(2024, 11, 1), k) for k in range(10)]  # Nov–Aug
 
 
 @st.composite
@@ -291,7 +292,7 @@ def test_the_tag_history_extended_from_the_first_changed_month_is_the_history_ma
     """The run reads the history and the changed months' tags, not every month's: the history
     it extends must be the one made from all of them, whatever changed, ended or went on."""
     old, was_latest, new, first, latest = case
-    before = (first - timedelta(days=1)).replace(day=1)
+    before = add_month(first, -1)
     history = tag_history(old, was_latest)
     recent = new.filter(pl.col("as_of_month") >= before)
     extended = extend_tag_history(history, recent, first, latest)

@@ -67,22 +67,24 @@ def snapshot_fingerprints(manifest: Path) -> dict[str, RowHash]:
         if node["resource_type"] != "model" or value is None:
             continue
         where = f"{node['original_file_path']} (model {node['name']}), meta.snapshot_fingerprint"
-        computed = value.get("computed") if isinstance(value, dict) else None
-        stamp = value.get("stamp") if isinstance(value, dict) else None
-        if isinstance(value, dict) and len(value) == 1 and isinstance(stamp, str):
-            named = [stamp]
-        elif isinstance(value, dict) and len(value) == 1 and isinstance(computed, list):
-            named = computed
+        kind, named = (
+            next(iter(value.items()))
+            if isinstance(value, dict) and len(value) == 1
+            else (None, None)
+        )
+        if kind == "stamp" and isinstance(named, str):
+            row_hash = RowHash(stamp=named)
+        elif kind == "computed" and isinstance(named, list):
             if not (named and all(isinstance(c, str) for c in named)):
-                raise ConfigError(f"{where}: computed {computed!r} is not a list of columns")
+                raise ConfigError(f"{where}: computed {named!r} is not a list of columns")
+            row_hash = RowHash(computed=tuple(named))
         else:
             raise ConfigError(
                 f"{where}: {value!r} is neither {{computed: [columns]}} nor {{stamp: column}}"
             )
-        if undocumented := [c for c in named if c not in node["columns"]]:
+        if undocumented := [c for c in row_hash.named if c not in node["columns"]]:
             raise ConfigError(f"{where}: {undocumented} are not documented columns of the model")
-        key = f"{node['schema']}.{node['alias'] or node['name']}"
-        declared[key] = RowHash(tuple(computed or ()), stamp)
+        declared[f"{node['schema']}.{node['alias'] or node['name']}"] = row_hash
     return declared
 
 

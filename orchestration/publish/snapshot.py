@@ -116,9 +116,14 @@ class RowHash:
     computed: tuple[str, ...] = ()
     stamp: str | None = None
 
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The columns the declaration names."""
+        return (self.stamp,) if self.stamp else self.computed
+
     def columns(self, relation: str, present: Sequence[str]) -> tuple[str, ...]:
         """The columns to hash of ``relation``, which has the columns ``present``."""
-        named = (self.stamp,) if self.stamp else self.computed
+        named = self.named
         if missing := [name for name in named if name not in present]:
             raise RuntimeError(f"{relation} has no column {missing} to fingerprint it by")
         return named if self.stamp else tuple(c for c in present if c not in self.computed)
@@ -397,9 +402,12 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, s
     return [(name, kind) for name, kind, *_ in described]
 
 
-def _shape(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[str, str | None]:
-    """A relation's columns (names and types, as text) and its first date column, if any."""
-    columns = _columns(con, relation)
+def _shape(
+    con: duckdb.DuckDBPyConnection, relation: str, columns: list[tuple[str, str]] | None = None
+) -> tuple[str, str | None]:
+    """A relation's columns (names and types, as text) and its first date column, if any;
+    ``columns``: the relation's (``_columns``), when already read."""
+    columns = columns if columns is not None else _columns(con, relation)
     text = ", ".join(f"{name} {kind}" for name, kind in columns)
     return text, next((name for name, kind in columns if kind == "DATE"), None)
 
@@ -465,11 +473,12 @@ def _bring_up_to_date(
     and the rows written. ``hashing``: what the row hashes take (None: whole rows) and the SQL
     of the view the table is (or None)."""
     source, copy = f'"{catalog}"."{schema}"."{table}"', f'"{schema}"."{table}"'
-    shape = _shape(con, source)
+    described = _columns(con, source)
+    shape = _shape(con, source, described)
     row_hash, view_sql = hashing
     hashed: tuple[str, ...] = ()
     if row_hash is not None:
-        hashed = row_hash.columns(source, [name for name, _ in _columns(con, source)])
+        hashed = row_hash.columns(source, [name for name, _ in described])
     basis = fingerprint_basis(hashed, shape[0], view_sql)
     new = None
     if shape[1] is not None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, timedelta
+from datetime import date
 
 import polars as pl
 
 from ml.mapping import condition
+from ml.risk import add_month
 
 TAG_COLUMNS = ("customer_id", "tag_code", "value", "as_of_month")
 
@@ -128,7 +129,7 @@ def extend_tag_history(
     run so reads the history and two or three months of tags, not every month's (7.9 M tags at
     100,000 accounts × 25 months, 1.5 M intervals)."""
     key = ["customer_id", "tag_code"]
-    before = (first_changed.replace(day=1) - timedelta(days=1)).replace(day=1)
+    before = add_month(first_changed, -1)
     first = pl.lit(first_changed, pl.Date)
     reaches = pl.col("valid_to").is_null() | (pl.col("valid_to") >= first)
     kept = history.filter(reaches.not_())

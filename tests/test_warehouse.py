@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -1617,8 +1617,12 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     # build can change. Held back: the last month's readings and meter changes. Made to straddle
     # the month boundary: a spike on the last day before it (a spike only once the next
     # reading arrives) and a gap across it (its energy spreads back into the month before).
-    # Then a late re-extract of an old reading, and one moved to another account. After each
-    # incremental run the tables must equal a full rebuild's.
+    # A series silent for six weeks before the new month, its last point a spike once the next
+    # reading arrives: the meter readings look the kept points up from a month before the
+    # new ones, and must look this one up in the whole table. A meter with an old series under
+    # another account: only the series new rows name is rebuilt. Then a late re-extract of an
+    # old reading, and one moved to another account. After each incremental run the tables
+    # must equal a full rebuild's.
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built.warehouse, warehouse)
     models = list(ENERGY_MODELS)
@@ -1631,18 +1635,38 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
             r[0]
             for r in con.execute(
                 "select METER_ID from raw.ami__daily_reading where DATA_DATE = ? - 1 "
-                "and PAP_R > 100 group by all order by METER_ID limit 3",
+                "and PAP_R > 100 group by all order by METER_ID limit 5",
                 [last],
             ).fetchall()
         ]
-        spiked, gapped, silent = meters
-        # A meter silent for five weeks before its last reading of the month: the daily
-        # energy's incremental build, which reads the points from a month before the first
-        # rebuilt one, must read the whole table for it.
+        spiked, gapped, silent, far, shared = meters
         con.execute(
             "delete from raw.ami__daily_reading where METER_ID = ? "
-            "and (DATA_DATE between ? - 45 and ? - 10 or DATA_DATE between ? - 8 and ? - 1)",
-            [silent, last, last, last, last],
+            "and DATA_DATE between ? - 45 and ? - 1",
+            [far, last, last],
+        )
+        (far_last,) = con.execute(
+            "select max(DATA_DATE) from raw.ami__daily_reading "
+            "where METER_ID = ? and DATA_DATE < ? - 45",
+            [far, last],
+        ).fetchone()
+        con.execute(
+            "update raw.ami__daily_reading set PAP_R = PAP_R + 5000 "
+            "where METER_ID = ? and DATA_DATE = ?",
+            [far, far_last],
+        )
+        con.execute(
+            "update raw.ami__daily_reading set CONS_NO = '8888888888' "
+            "where METER_ID = ? and DATA_DATE < ? - 60",
+            [shared, last],
+        )
+        # A meter silent for weeks before its last reading of the month, from before the far
+        # series' spike: the daily energy's incremental build, which reads the points from a
+        # month before the first rebuilt one (that spike), must read the whole table for it.
+        con.execute(
+            "delete from raw.ami__daily_reading where METER_ID = ? "
+            "and (DATA_DATE between ?::date - 40 and ? - 10 or DATA_DATE between ? - 8 and ? - 1)",
+            [silent, far_last, last, last, last],
         )
         con.execute(
             "update raw.ami__daily_reading set PAP_R = PAP_R + 5000 "
@@ -1688,6 +1712,15 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
         first_build = con.execute(
             "select max(computed_at) from intermediate.int_meter_readings"
         ).fetchone()[0]
+
+    def point(con: duckdb.DuckDBPyConnection, meter: str, day: date) -> tuple[bool, bool]:
+        """Is the meter's point of the day a spike, and was it rebuilt since the first build?"""
+        return con.execute(
+            "select is_spike, computed_at > ? from intermediate.int_meter_readings "
+            "where meter_id = ? and reading_date = ?",
+            [first_build, meter, day],
+        ).fetchone()
+
     later = "now()::timestamp + interval 1 day"
     landed = increment(
         [
@@ -1710,11 +1743,13 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
             "where computed_at > ?",
             [first_build],
         ).fetchone()[0]
-        spike = con.execute(
-            "select is_spike from intermediate.int_meter_readings "
-            "where meter_id = ? and reading_date = ? - 1",
-            [spiked, last],
-        ).fetchone()[0]
+        spike, _ = point(con, spiked, last - timedelta(days=1))
+        far_spike, far_rebuilt = point(con, far, far_last)
+        shared_series = con.execute(
+            "select customer_id = '8888888888', bool_or(computed_at > ?) "
+            "from intermediate.int_meter_readings where meter_id = ? group by all order by 1",
+            [first_build, shared],
+        ).fetchall()
         gap_days = con.execute(
             "select count(*) from intermediate.int_daily_energy e "
             "join intermediate.int_meter_readings r on r.customer_id = e.customer_id "
@@ -1723,6 +1758,8 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
             [gapped, last, last, last],
         ).fetchone()[0]
     assert spike  # flagged once its next reading arrived
+    assert far_spike and far_rebuilt
+    assert shared_series == [(False, True), (True, False)]  # the old account's series kept
     assert gap_days == 6  # the gap's energy spread over both months' days
     # Not a rebuild of everything: a few points before the new month per meter (its last one,
     # and more for a meter in a gap or changed), the rest kept as they were.

@@ -7,11 +7,12 @@
 
 
 {#- The custom incremental strategy `replace_from`. The model's incremental SELECT carries a
-    column `_rebuild_from` (a date): for each `rebuild_key`, its rows with `rebuild_date` on or
-    after the earliest `_rebuild_from` are deleted and the new ones inserted; a null
-    `_rebuild_from` replaces the whole table. A row whose `rebuild_date` is null only marks its
-    key (a key with nothing left to insert), and is not inserted. `_rebuild_from` is not a
-    column of the table (the full build does not select it), so the insert leaves it out.
+    column `_rebuild_from` (a date): for each `rebuild_key` (a column, or a list of columns; a
+    null is a key like any other), its rows with `rebuild_date` on or after the earliest
+    `_rebuild_from` are deleted and the new ones inserted; a null `_rebuild_from` replaces the
+    whole table. A row whose `rebuild_date` is null only marks its key (a key with nothing left
+    to insert), and is not inserted. `_rebuild_from` is not a column of the table (the full
+    build does not select it), so the insert leaves it out.
 
     A model under a contract may select no column beyond it; it names instead a column that is
     never null in its rows, `rebuild_marker`. Its SELECT then has, per rebuilt key, a row with
@@ -19,6 +20,7 @@
 {% macro get_incremental_replace_from_sql(arg_dict) -%}
     {%- set target, source = arg_dict['target_relation'], arg_dict['temp_relation'] -%}
     {%- set key, date = config.require('rebuild_key'), config.require('rebuild_date') -%}
+    {%- set keys = [key] if key is string else key -%}
     {%- set marker = config.get('rebuild_marker') -%}
     {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     {%- set rebuild_from = date if marker else '_rebuild_from' -%}
@@ -29,11 +31,12 @@
 
     delete from {{ target }} as replaced
     using (
-        select {{ key }}, min({{ rebuild_from }}) as _rebuild_from
+        select {{ keys | join(', ') }}, min({{ rebuild_from }}) as _rebuild_from
         from {{ source }}
-        group by {{ key }}
+        group by {{ keys | join(', ') }}
     ) as rebuilt
-    where replaced.{{ key }} = rebuilt.{{ key }} and replaced.{{ date }} >= rebuilt._rebuild_from;
+    where {% for k in keys %}replaced.{{ k }} is not distinct from rebuilt.{{ k }} and {% endfor -%}
+        replaced.{{ date }} >= rebuilt._rebuild_from;
 
     insert into {{ target }} ({{ columns }})
     select {{ columns }} from {{ source }} where {{ marker or date }} is not null

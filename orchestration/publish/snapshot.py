@@ -402,12 +402,9 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, s
     return [(name, kind) for name, kind, *_ in described]
 
 
-def _shape(
-    con: duckdb.DuckDBPyConnection, relation: str, columns: list[tuple[str, str]] | None = None
-) -> tuple[str, str | None]:
-    """A relation's columns (names and types, as text) and its first date column, if any;
-    ``columns``: the relation's (``_columns``), when already read."""
-    columns = columns if columns is not None else _columns(con, relation)
+def _shape(columns: list[tuple[str, str]]) -> tuple[str, str | None]:
+    """Of a relation's columns (``_columns``): their names and types, as text, and the first
+    date column, if any."""
     text = ", ".join(f"{name} {kind}" for name, kind in columns)
     return text, next((name for name, kind in columns if kind == "DATE"), None)
 
@@ -474,7 +471,7 @@ def _bring_up_to_date(
     of the view the table is (or None)."""
     source, copy = f'"{catalog}"."{schema}"."{table}"', f'"{schema}"."{table}"'
     described = _columns(con, source)
-    shape = _shape(con, source, described)
+    shape = _shape(described)
     row_hash, view_sql = hashing
     hashed: tuple[str, ...] = ()
     if row_hash is not None:
@@ -518,7 +515,7 @@ def _parquet_keeps(
     probe.parent.mkdir(parents=True, exist_ok=True)
     try:
         con.execute(f"COPY (SELECT * FROM {source} LIMIT 0) TO {_literal(probe)} (FORMAT parquet)")
-        return _shape(con, f"read_parquet({_literal(probe)})") == shape
+        return _shape(_columns(con, f"read_parquet({_literal(probe)})")) == shape
     finally:
         probe.unlink(missing_ok=True)
 
@@ -542,7 +539,7 @@ def _in_month_files(
     # session runs. Every run writes the view again, so a moved folder mends at the next run.
     paths = ", ".join(_literal(files[part].resolve()) for part in sorted(files))
     con.execute(f"CREATE VIEW {copy} AS SELECT * FROM read_parquet([{paths}])")
-    read_back = _shape(con, copy)
+    read_back = _shape(_columns(con, copy))
     if read_back != (new.columns, new.partition):  # what _parquet_keeps made sure of
         raise RuntimeError(f"{name} reads back as ({read_back[0]}), not ({new.columns})")
     written = sum(new.parts[part][0] for part in missing)

@@ -32,7 +32,8 @@
             from {{ changes }} where _loaded_at > {{ loaded_before }}
         ),
         change_versions as (
-            select version.CONS_NO, version.OLD_METER_ID, version.NEW_METER_ID, version.CHANGE_DATE
+            select {{ normalise_cons_no('version.CONS_NO') }} as customer_id,
+                version.OLD_METER_ID, version.NEW_METER_ID, version.CHANGE_DATE
             from {{ changes }} as version
             semi join new_changes on version.CONS_NO is not distinct from new_changes.CONS_NO
                 and version.OLD_METER_ID is not distinct from new_changes.OLD_METER_ID
@@ -42,9 +43,9 @@
             select METER_ID as meter_id, {{ normalise_cons_no('CONS_NO') }} as customer_id, DATA_DATE as point_date
             from {{ daily }} where _loaded_at > {{ loaded_before }}
             union all
-            select OLD_METER_ID, {{ normalise_cons_no('CONS_NO') }}, CHANGE_DATE - 1 from change_versions
+            select OLD_METER_ID, customer_id, CHANGE_DATE - 1 from change_versions
             union all
-            select NEW_METER_ID, {{ normalise_cons_no('CONS_NO') }}, CHANGE_DATE - 1 from change_versions
+            select NEW_METER_ID, customer_id, CHANGE_DATE - 1 from change_versions
         ),
         touched as (
             select meter_id, customer_id, min(point_date) as first_new_date

@@ -128,25 +128,46 @@ weather as (
     select * from {{ ref('stg_ext__weather_daily') }}
 ),
 
+-- The calendar and the weather of each day in each district, so that the days join them at
+-- once, on a small table: joined one by one, DuckDB hashed the days for each (it misjudged
+-- how many a partial build reads), 4.4 s for this query in the 100k increment against 3.4 s.
+-- The districts come from the seed, every customer's district is one (dim_customer's
+-- relationships test, an error, gates this model), and one of no district gets the calendar:
+-- districts counted from the customers made DuckDB expect 100,000 and run out of memory.
+day_context as (
+    select
+        calendar.calendar_date,
+        districts.district_code,
+        calendar.is_workday,
+        calendar.is_public_holiday,
+        calendar.season,
+        weather.t_mean_c
+    from calendar
+    cross join (select district_code from {{ ref('districts') }} union all select null) as districts
+    left join weather
+        on weather.weather_date = calendar.calendar_date
+        and weather.district_code = districts.district_code
+),
+
 days as (
     select
         energy.*,
         customers.district_code,
-        calendar.is_workday,
-        calendar.is_public_holiday,
-        calendar.season,
-        weather.t_mean_c,
+        day_context.is_workday,
+        day_context.is_public_holiday,
+        day_context.season,
+        day_context.t_mean_c,
         energy.tip_kwh is not null and energy.peak_kwh is not null
             and energy.flat_kwh is not null and energy.valley_kwh is not null as has_all_rates,
-        greatest(weather.t_mean_c - {{ var('cooling_base_c') }}, 0) as cdd,
-        greatest({{ var('heating_base_c') }} - weather.t_mean_c, 0) as hdd
+        greatest(day_context.t_mean_c - {{ var('cooling_base_c') }}, 0) as cdd,
+        greatest({{ var('heating_base_c') }} - day_context.t_mean_c, 0) as hdd
     from energy
     -- Left joins: every day is a known customer's, and the calendar spans the readings' years.
-    left join calendar on calendar.calendar_date = energy.energy_date
+    -- A customer of no district still gets the calendar, and no weather.
     left join customers using (customer_id)
-    left join weather
-        on weather.weather_date = energy.energy_date
-        and weather.district_code = customers.district_code
+    left join day_context
+        on day_context.calendar_date = energy.energy_date
+        and day_context.district_code is not distinct from customers.district_code
 ),
 
 final as (

@@ -193,7 +193,8 @@ def test_dbt_gets_the_warehouse_as_an_absolute_path(tmp_path, monkeypatch):
 
 def test_a_snapshot_fingerprint_is_declared_by_documented_columns(tmp_path):
     """meta.snapshot_fingerprint, read from the manifest: the columns a view computes from the
-    others, or a build stamp; anything else names the model's file."""
+    others, or a build stamp with the columns a view joins; anything else names the model's
+    file."""
     import json
 
     from orchestration.assets.warehouse import snapshot_fingerprints
@@ -221,14 +222,28 @@ def test_a_snapshot_fingerprint_is_declared_by_documented_columns(tmp_path):
     assert snapshot_fingerprints(manifest({"stamp": "built_at"})) == {
         "marts.fct_days": RowHash(stamp="built_at")
     }
+    assert snapshot_fingerprints(manifest({"stamp": "built_at", "joined": ["month"]})) == {
+        "marts.fct_days": RowHash(stamp="built_at", joined=("month",))
+    }
     where = r"models/marts/fct_days.sql \(model fct_days\), meta.snapshot_fingerprint: "
     with pytest.raises(ConfigError, match=where + r"\['kwh'\] are not documented"):
         snapshot_fingerprints(manifest({"computed": ["month", "kwh"]}))
     with pytest.raises(ConfigError, match=where + r"computed \[1\] is not a list of columns"):
         snapshot_fingerprints(manifest({"computed": [1]}))
-    for wrong in (["month"], {"stamp": "built_at", "computed": ["month"]}, {"stamp": 1}):
+    with pytest.raises(ConfigError, match=where + r"joined 'month' is not a list of columns"):
+        snapshot_fingerprints(manifest({"stamp": "built_at", "joined": "month"}))
+    with pytest.raises(ConfigError, match=where + r"\['kwh'\] are not documented"):
+        snapshot_fingerprints(manifest({"stamp": "built_at", "joined": ["kwh"]}))
+    for wrong in (
+        ["month"],
+        {"stamp": "built_at", "computed": ["month"]},
+        {"stamp": 1},
+        {"computed": ["month"], "joined": ["day"]},
+    ):
         with pytest.raises(ConfigError, match=where + ".* is neither"):
             snapshot_fingerprints(manifest(wrong))
     real = snapshot_fingerprints(manifest_path())
     assert real["marts.fct_daily_load_profile"] == RowHash(stamp="built_at")
-    assert real["marts.fct_daily_energy"] == RowHash(computed=("energy_month", "is_clean"))
+    assert real["marts.fct_daily_energy"] == RowHash(
+        stamp="built_at", joined=("is_known_customer",)
+    )

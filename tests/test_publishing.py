@@ -897,6 +897,49 @@ def test_a_table_is_fingerprinted_by_the_columns_its_model_declares(tmp_path):
     assert write_snapshot(warehouse, publish).rewritten == {"marts.days": 905}  # whole rows
 
 
+def test_a_view_of_stamped_rows_is_fingerprinted_by_its_stamps_and_what_it_joins(tmp_path):
+    """The daily energy's declaration: the stamp of the build that wrote each day, with the
+    archive lookup the view joins, which changes while the days stay as written (at 100,000
+    accounts 0.6 s a run against 1.9-3.2 s for every column but two). Days written before
+    the stamp existed have none, and are hashed alike until a build writes them again."""
+    from orchestration.publish.snapshot import RowHash, read_fingerprints, write_snapshot
+
+    warehouse = _declared_warehouse(tmp_path / "city.duckdb")
+    stem = warehouse.stem
+    with duckdb.connect(str(warehouse)) as con:  # the migration: a stamp column, empty
+        con.execute("ALTER TABLE intermediate.days ADD COLUMN built_at TIMESTAMP")
+        con.execute(
+            f"""CREATE OR REPLACE VIEW marts.days AS
+                SELECT d.customer_id, d.day, d.kwh, c.id IS NOT NULL AS is_known, d.built_at
+                FROM "{stem}".intermediate.days AS d
+                LEFT JOIN "{stem}".marts.customers AS c ON c.id = d.customer_id"""
+        )
+    declared = {"marts.days": RowHash(stamp="built_at", joined=("is_known",))}
+    publish, tables = tmp_path / "publish", ("days", "customers")
+
+    def snapshot():
+        result = write_snapshot(warehouse, publish, declared=declared)
+        _same_as_warehouse(result.path, warehouse, tables)
+        return result
+
+    snapshot()
+    basis = read_fingerprints(snapshot().path.resolve())["marts.days"].basis
+    assert basis.startswith("hash(built_at, is_known) of (customer_id VARCHAR, ")
+    assert snapshot().rewritten == {}
+    with duckdb.connect(str(warehouse)) as con:  # a build writes February again, stamped
+        con.execute(
+            "UPDATE intermediate.days SET kwh = kwh + 1, built_at = TIMESTAMP '2025-04-01 02:00'"
+            " WHERE day BETWEEN '2025-02-01' AND '2025-02-28'"
+        )
+    assert snapshot().rewritten == {"marts.days": 280}  # a
+    assert snapshot().rewritten == {"marts.days": 280}  # b, two runs old
+    with duckdb.connect(str(warehouse)) as con:  # the archive learns of x: March's lookup
+        con.execute("INSERT INTO marts.customers VALUES ('x')")
+    assert snapshot().rewritten == {"marts.customers": 11, "marts.days": 315}
+    assert snapshot().rewritten == {"marts.customers": 11, "marts.days": 315}
+    assert snapshot().rewritten == {}
+
+
 def test_month_files_of_a_declared_view_are_named_by_its_columns_and_definition(tmp_path):
     """A month file is named by its rows' fingerprint: of some columns, with the table's
     columns and the view's definition, which change the rows the same values make. A column

@@ -64,6 +64,20 @@
     hash({{ columns | join(', ') }})
 {%- endmacro %}
 
+{#- A pre-hook that gives a table built before `column` existed that column, empty in its rows:
+    for an incremental model whose SELECT carries a column the table does not keep
+    (`_rebuild_from`), so that dbt cannot append new columns itself (`on_schema_change`). -#}
+{% macro add_column_if_missing(column, data_type) -%}
+    {%- if execute and is_incremental() -%}
+        {#- The table as the database has it: `this` does not say it is a table. -#}
+        {%- set table = adapter.get_relation(this.database, this.schema, this.identifier) -%}
+        {%- set present = adapter.get_columns_in_relation(table) | map(attribute='name') | list -%}
+        {%- if column not in present -%}
+            {%- do alter_relation_add_remove_columns(table, [api.Column.create(column, data_type)]) -%}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
 {#- The stamp of the rows this dbt run writes: when the run started (UTC). One value for every
     row of one build, rising from build to build, so a test can read only what the last build
     wrote (`stamp` of unique_combination and expression_holds). -#}

@@ -58,8 +58,9 @@ def parse_project(target_dir: Path = DEFAULT_TARGET) -> Path:
 def snapshot_fingerprints(manifest: Path) -> dict[str, RowHash]:
     """Per model that declares it (``meta.snapshot_fingerprint``), as ``schema.table``: what
     the analyst snapshot's row hashes take instead of the whole row, ``{computed: [columns the
-    view computes from the others]}`` or ``{stamp: the build stamp}`` (see ``RowHash``). A
-    declaration of anything else, or of columns the model does not document, is an error."""
+    view computes from the others]}`` or ``{stamp: the build stamp}``, with ``joined: [columns
+    the view joins from elsewhere]`` beside a stamp (see ``RowHash``). A declaration of
+    anything else, or of columns the model does not document, is an error."""
     nodes = json.loads(manifest.read_text("utf-8"))["nodes"].values()
     declared: dict[str, RowHash] = {}
     for node in nodes:
@@ -67,25 +68,34 @@ def snapshot_fingerprints(manifest: Path) -> dict[str, RowHash]:
         if node["resource_type"] != "model" or value is None:
             continue
         where = f"{node['original_file_path']} (model {node['name']}), meta.snapshot_fingerprint"
-        kind, named = (
-            next(iter(value.items()))
-            if isinstance(value, dict) and len(value) == 1
-            else (None, None)
-        )
-        if kind == "stamp" and isinstance(named, str):
-            row_hash = RowHash(stamp=named)
-        elif kind == "computed" and isinstance(named, list):
-            if not (named and all(isinstance(c, str) for c in named)):
-                raise ConfigError(f"{where}: computed {named!r} is not a list of columns")
-            row_hash = RowHash(computed=tuple(named))
-        else:
-            raise ConfigError(
-                f"{where}: {value!r} is neither {{computed: [columns]}} nor {{stamp: column}}"
-            )
+        row_hash = _row_hash(value, where)
         if undocumented := [c for c in row_hash.named if c not in node["columns"]]:
             raise ConfigError(f"{where}: {undocumented} are not documented columns of the model")
         declared[f"{node['schema']}.{node['alias'] or node['name']}"] = row_hash
     return declared
+
+
+def _row_hash(value: object, where: str) -> RowHash:
+    def columns(named: object) -> tuple[str, ...] | None:
+        if isinstance(named, list) and named and all(isinstance(c, str) for c in named):
+            return tuple(named)
+        return None
+
+    keys = sorted(value) if isinstance(value, dict) else []
+    if keys == ["computed"]:
+        if (computed := columns(value["computed"])) is None:
+            raise ConfigError(f"{where}: computed {value['computed']!r} is not a list of columns")
+        return RowHash(computed=computed)
+    if keys in (["stamp"], ["joined", "stamp"]) and isinstance(value["stamp"], str):
+        if "joined" not in value:
+            return RowHash(stamp=value["stamp"])
+        if (joined := columns(value["joined"])) is None:
+            raise ConfigError(f"{where}: joined {value['joined']!r} is not a list of columns")
+        return RowHash(stamp=value["stamp"], joined=joined)
+    raise ConfigError(
+        f"{where}: {value!r} is neither {{computed: [columns]}} nor {{stamp: column}}"
+        " (with joined: [columns])"
+    )
 
 
 def warehouse_vars(warehouse: Path) -> str:

@@ -12,7 +12,8 @@
     incremental_strategy='replace_from',
     rebuild_key='customer_id',
     rebuild_date='energy_date',
-    on_schema_change='ignore'
+    on_schema_change='ignore',
+    pre_hook="{{ add_column_if_missing('built_at', dbt.type_timestamp()) }}"
 ) }}
 {% set rates = ['tip', 'peak', 'flat', 'valley'] %}
 {% set points = ref('int_meter_readings') %}
@@ -252,7 +253,8 @@ final as (
     select
         days.*,
         -- What this table has read of int_meter_readings: its next run starts after it.
-        (select max(computed_at) from {{ points }}) as readings_computed_at
+        (select max(computed_at) from {{ points }}) as readings_computed_at,
+        {{ build_stamp() }} as built_at
     from days
 )
 

@@ -33,7 +33,8 @@ final as (
         -- Days fit for day-level features: measured, not spread over a gap or a spike.
         not (energy.is_estimated or energy.is_spike_adjusted or energy.has_negative_step)
             and energy.kwh is not null as is_clean,
-        customers.customer_id is not null as is_known_customer
+        customers.customer_id is not null as is_known_customer,
+        energy.built_at
     from energy
     left join customers using (customer_id)
 )

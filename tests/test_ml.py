@@ -175,6 +175,19 @@ def test_segment_rules_apply_in_order_with_confidence_and_reason():
     assert row["confidence"] == pytest.approx(0.9) and "45%" in row["reason"]
     assert out.filter(pl.col("customer_id") == "b")["confidence"][0] == 1.0
     assert "R1" in out.filter(pl.col("customer_id") == "e")["reason"][0]
+    # a dotted field is one column, read with the others the reasons name
+    assert "9,000 yuan a month" in out.filter(pl.col("customer_id") == "d")["reason"][0]
+
+
+def test_a_reasons_fields_are_the_columns_its_template_names():
+    from ml.mapping import reason_fields
+
+    assert reason_fields("cluster {cluster_id}: {cluster.kwh_trend_12m:.1%} ({x!r})") == {
+        "cluster_id",
+        "cluster.kwh_trend_12m",
+        "x",
+    }
+    assert reason_fields("agricultural irrigation (农业生产)") == set()
 
 
 def test_the_explanation_tree_reproduces_rule_based_segments():

@@ -12,34 +12,52 @@ segments as (
     from {{ source('ml', 'customer_segments') }}
 ),
 
-candidates as (
-    select
-        months.*,
-        segments.scored_month,
-        segments.segment_code,
-        row_number() over (
-            partition by months.customer_id, months.as_of_month
-            order by
-                case when segments.scored_month <= months.as_of_month then 0 else 1 end,
-                case when segments.scored_month <= months.as_of_month
-                    then {{ dbt.datediff('segments.scored_month', 'months.as_of_month', 'day') }}
-                    else {{ dbt.datediff('months.as_of_month', 'segments.scored_month', 'day') }}
-                end
-        ) as pick
+-- Each customer's months and runs in one timeline, in time order, a run before a month of the
+-- same date; the latest run at or before a month is the running maximum of the runs' months,
+-- the earliest after it the running minimum from it on. Linear in months plus runs, where
+-- pairing every month with every run of its customer grew as their product: a month's build
+-- after two years of monthly runs paired 2.5 M customer-months with 24 runs each at 100k.
+timeline as (
+    select months.*, 1 as is_month, cast(null as date) as run_month
     from months
-    inner join segments using (customer_id)
+    union all
+    select customer_id, scored_month, null, null, 0, scored_month
+    from segments
+),
+
+nearest as (
+    select
+        *,
+        max(run_month) over (
+            partition by customer_id order by as_of_month, is_month
+            rows between unbounded preceding and current row
+        ) as run_before,
+        min(run_month) over (
+            partition by customer_id order by as_of_month, is_month
+            rows between current row and unbounded following
+        ) as run_after
+    from timeline
 ),
 
 picked as (
     select
-        *,
+        nearest.customer_id,
+        nearest.as_of_month,
+        nearest.is_residential,
+        nearest.district_code,
+        segments.scored_month,
+        segments.segment_code,
         case
-            when scored_month = as_of_month then 'scored'
-            when scored_month < as_of_month then 'carried_forward'
+            when segments.scored_month = nearest.as_of_month then 'scored'
+            when segments.scored_month < nearest.as_of_month then 'carried_forward'
             else 'carried_back'
         end as segment_basis
-    from candidates
-    where pick = 1
+    from nearest
+    -- a customer without a run has no segment in any month
+    inner join segments
+        on segments.customer_id = nearest.customer_id
+        and segments.scored_month = coalesce(nearest.run_before, nearest.run_after)
+    where nearest.is_month = 1
 ),
 
 final as (

@@ -249,8 +249,8 @@ def _reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarr
 
 def grade(probability: np.ndarray, grades: list[dict]) -> list[str]:
     bounds = np.array([g["below"] for g in grades])
-    names = [g["grade"] for g in grades]
-    return [names[int(np.searchsorted(bounds, p, side="right"))] for p in probability]
+    names = np.array([g["grade"] for g in grades], dtype=object)
+    return names[np.searchsorted(bounds, probability, side="right")].tolist()
 
 
 def top_reasons(risk: RiskModel, frame: pl.DataFrame, k: int = 3) -> list[str]:
@@ -267,15 +267,17 @@ def top_reasons(risk: RiskModel, frame: pl.DataFrame, k: int = 3) -> list[str]:
     if not lifts:
         return [""] * len(frame)
     lifts_m = np.column_stack(lifts)
+    ranked = np.argsort(-lifts_m, axis=1)[:, :k]  # every customer's at once
+    labels = [feature_label(name) for name in risk.top_features]
+    values = x[:, [risk.features.index(name) for name in risk.top_features]]
     out = []
-    for i in range(len(frame)):
-        best = [j for j in np.argsort(-lifts_m[i])[:k] if lifts_m[i, j] > 0.005]
-        parts = []
-        for j in best:
-            name = risk.top_features[j]
-            value = x[i, risk.features.index(name)]
-            parts.append(f"{feature_label(name)} = {value:.4g} (+{lifts_m[i, j]:.0%})")
-        out.append("; ".join(parts))
+    for i, best in enumerate(ranked.tolist()):
+        lift, value = lifts_m[i], values[i]
+        out.append(
+            "; ".join(
+                f"{labels[j]} = {value[j]:.4g} (+{lift[j]:.0%})" for j in best if lift[j] > 0.005
+            )
+        )
     return out
 
 

@@ -40,4 +40,12 @@ class FinegridResource(dg.ConfigurableResource):
         try:
             yield con
         finally:
+            if not read_only:
+                # A database attached beside the warehouse (the vault, small) is folded into
+                # its file on closing, so that it is whole in that file alone.
+                for (name,) in con.execute(
+                    "SELECT database_name FROM duckdb_databases() WHERE NOT internal "
+                    "AND NOT readonly AND database_name <> current_database()"
+                ).fetchall():
+                    con.execute(f'CHECKPOINT "{name}"')
             con.close()

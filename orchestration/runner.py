@@ -83,23 +83,31 @@ def run_months(
     instance.add_dynamic_partitions(MONTHS.name, [m for m in months if not _known(instance, m)])
     job = defs.resolve_implicit_global_asset_job_def()
     build_keys, downstream = stage_keys(defs)
-    if build:
-        first = job.execute_in_process(
-            instance=instance,
-            asset_selection=build_keys,
-            tags={RANGE_START: months[0], RANGE_END: months[-1]},
-            raise_on_error=False,
-        )
-        outcome.results.append(first)
-        if not first.success:
-            return outcome
-    for month in model_months:
-        result = job.execute_in_process(
-            instance=instance, asset_selection=downstream, partition_key=month, raise_on_error=False
-        )
-        outcome.results.append(result)
-        if not result.success:
-            break
+    try:
+        if build:
+            first = job.execute_in_process(
+                instance=instance,
+                asset_selection=build_keys,
+                tags={RANGE_START: months[0], RANGE_END: months[-1]},
+                raise_on_error=False,
+            )
+            outcome.results.append(first)
+            if not first.success:
+                return outcome
+        for month in model_months:
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=downstream,
+                partition_key=month,
+                raise_on_error=False,
+            )
+            outcome.results.append(result)
+            if not result.success:
+                break
+    finally:
+        # The run's writers left their last rows in the write-ahead log (Settings.connect):
+        # one checkpoint, so that the file alone holds the run.
+        defs.resources["finegrid"].settings().checkpoint()
     return outcome
 
 

@@ -103,9 +103,26 @@ class Settings:
         return self.pii_key
 
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A connection to the warehouse file (created with its folder on first use)."""
+        """A connection to the warehouse file (created with its folder on first use).
+
+        A writer leaves what it wrote in the write-ahead log when it closes, instead of
+        checkpointing: a checkpoint of the 100,000-account warehouse costs about 0.75 s
+        however little was written, and the connections of a month's run paid 8.5 s for
+        them. The log is durable; the next connection reads it back, and it is folded into
+        the file when it passes DuckDB's threshold, when a dbt build ends, and by
+        ``checkpoint`` (at the end of ``run_months``). Copy the file with its ``.wal``, or
+        after a checkpoint."""
         if not read_only:
             self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-        return duckdb.connect(
+        con = duckdb.connect(
             str(self.warehouse_path), read_only=read_only, config=self.duckdb_config
         )
+        if not read_only:
+            con.execute("PRAGMA disable_checkpoint_on_shutdown")
+        return con
+
+    def checkpoint(self) -> None:
+        """Fold the warehouse's write-ahead log into its file (if there is a warehouse)."""
+        if self.warehouse_path.exists():
+            with duckdb.connect(str(self.warehouse_path), config=self.duckdb_config) as con:
+                con.execute("CHECKPOINT")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import string
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ml.config import (
     read_validated,
 )
 from ml.config import load_config as load_model_config
+from ml.mapping import reason_fields
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "business_rules"
 SLA_SEED = Path(__file__).resolve().parents[2] / "dbt_project/seeds/sla_targets.csv"
@@ -240,10 +240,6 @@ def _campaign_where(doc: dict, parts: list) -> str:
     return f"campaign {code}: " + ("/".join(map(str, parts[2:])) or "(the entry)")
 
 
-def format_fields(template: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
-
-
 def load_tags(path: Path | None = None) -> dict[str, Any]:
     """The tag library, with one `segment` tag per business segment of the segment mapping."""
     path = path or RULES_DIR / "tags.yaml"
@@ -320,7 +316,7 @@ def load_campaigns(path: Path | None = None, tags: dict | None = None) -> dict[s
                 raise fail(path, f"{where}: score/{j}/field", f"{part['field']!r} is unknown")
         if campaign["kind"] == "upsell" and "high_risk" not in campaign["exclusions"]:
             raise fail(path, f"{where}: exclusions", "an upsell campaign must exclude high_risk")
-        for field in format_fields(campaign["reason"]) - allowed:
+        for field in reason_fields(campaign["reason"]) - allowed:
             raise fail(path, f"{where}: reason", f"{{{field}}} is no catalogued field")
     return doc
 
@@ -337,7 +333,7 @@ def campaign_fields(rules: dict) -> set[str]:
     fields: set[str] = set()
     for c in rules["campaigns"]:
         fields |= {x["field"] for x in c["eligibility"].get("when", [])}
-        fields |= {x["field"] for x in c["score"]} | format_fields(c["reason"])
+        fields |= {x["field"] for x in c["score"]} | reason_fields(c["reason"])
     return fields
 
 

@@ -76,22 +76,17 @@ def snapshot_fingerprints(manifest: Path) -> dict[str, RowHash]:
 
 
 def _row_hash(value: object, where: str) -> RowHash:
-    def columns(named: object) -> tuple[str, ...] | None:
-        if isinstance(named, list) and named and all(isinstance(c, str) for c in named):
-            return tuple(named)
-        return None
+    def columns(key: str) -> tuple[str, ...]:
+        named = value[key]
+        if not (isinstance(named, list) and named and all(isinstance(c, str) for c in named)):
+            raise ConfigError(f"{where}: {key} {named!r} is not a list of columns")
+        return tuple(named)
 
     keys = sorted(value) if isinstance(value, dict) else []
     if keys == ["computed"]:
-        if (computed := columns(value["computed"])) is None:
-            raise ConfigError(f"{where}: computed {value['computed']!r} is not a list of columns")
-        return RowHash(computed=computed)
+        return RowHash(computed=columns("computed"))
     if keys in (["stamp"], ["joined", "stamp"]) and isinstance(value["stamp"], str):
-        if "joined" not in value:
-            return RowHash(stamp=value["stamp"])
-        if (joined := columns(value["joined"])) is None:
-            raise ConfigError(f"{where}: joined {value['joined']!r} is not a list of columns")
-        return RowHash(stamp=value["stamp"], joined=joined)
+        return RowHash(stamp=value["stamp"], joined=columns("joined") if "joined" in value else ())
     raise ConfigError(
         f"{where}: {value!r} is neither {{computed: [columns]}} nor {{stamp: column}}"
         " (with joined: [columns])"

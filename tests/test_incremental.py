@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestration.assets.warehouse import dbt_command
+from orchestration.assets.warehouse import dbt_command, dbt_target_path
 from tests.pipeline import Built, build_pipeline
 
 pytestmark = pytest.mark.slow
@@ -28,16 +28,12 @@ def built(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Itera
         yield pipeline
 
 
-def target_of(warehouse: Path) -> Path:
-    """The dbt target folder of ``warehouse``: dbt's partial-parse state there holds for one
-    warehouse path (its ``--vars``), and one folder shared by a warehouse and its full rebuild
-    parsed the whole project again at every switch (~4.5 s each, about 15 in this module)."""
-    return warehouse.with_name(f"{warehouse.stem}.target")
-
-
 def dbt(warehouse: Path, *args: str) -> list[str]:
-    """A dbt command line against ``warehouse``, with its own target folder."""
-    return dbt_command(warehouse, target_of(warehouse), *args)
+    """A dbt command line against ``warehouse``, in the warehouse's own target folder, as the
+    pipeline's: dbt's partial-parse state there holds for one warehouse path (its ``--vars``),
+    and one folder shared by a warehouse and its full rebuild parsed the whole project again
+    at every switch (~4.5 s each, about 15 in this module)."""
+    return dbt_command(warehouse, dbt_target_path(warehouse), *args)
 
 
 def test_incremental_load_models_rebuild_only_the_months_new_curves_touch(built, tmp_path):
@@ -504,7 +500,9 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     with duckdb.connect(str(warehouse)) as con:  # as built by a version before its stamps
         con.execute("alter table intermediate.int_daily_energy drop column built_at")
 
-    compiled = target_of(warehouse) / "compiled/finegrid/models/intermediate/int_daily_energy.sql"
+    compiled = (
+        dbt_target_path(warehouse) / "compiled/finegrid/models/intermediate/int_daily_energy.sql"
+    )
     read_from_a_day = []  # per increment: did the daily energy read the points from a day on?
 
     def increment(statements: list[str]) -> dict[str, int]:

@@ -8,7 +8,7 @@ modules can run side by side: `test_warehouse` checks the run and what it publis
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +72,12 @@ def build_pipeline(root: Path, dbt_manifest: Path, model_months: int) -> Iterato
     )
     defs = build_definitions(dbt_manifest, finegrid=resource)
     months = landing_months(landing, load_contracts().values())
-    modelled: Sequence[str] = months[len(months) - model_months :] if model_months else []
     # In memory: nothing here reads Dagster's history back, and the SQLite event log of a
     # temporary instance wrote its ~600 events one by one at ~40 ms each.
     with dg.DagsterInstance.ephemeral() as instance:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("PII_KEY", PII_KEY)
-            outcome = run_months(defs, instance, months, modelled)
+            outcome = run_months(
+                defs, instance, months, months[-model_months:] if model_months else []
+            )
         yield Built(drop, warehouse, vault, outcome, defs, resource, instance)

@@ -365,32 +365,50 @@ def _data_test_after_writes(
     return copy, run
 
 
-def test_the_daily_energy_key_test_counts_what_the_last_build_wrote(built, tmp_path):
+@pytest.mark.parametrize(
+    ("model", "table", "stamp", "day"),
+    [
+        (
+            "int_daily_energy",
+            "intermediate.int_daily_energy",
+            "readings_computed_at",
+            "energy_date",
+        ),
+        ("fct_daily_load_profile", "marts.fct_daily_load_profile", "built_at", "load_date"),
+    ],
+)
+def test_a_stamped_key_test_counts_what_the_last_build_wrote(
+    built, tmp_path, model, table, stamp, day
+):
     # After a full build every row has one stamp and all are counted; after an incremental one,
     # the keys the build wrote, each against the whole table.
-    test = "int_daily_energy,test_name:unique_combination"
-    copy, key_test = _data_test_after_writes(built, tmp_path, test)
-    table = "intermediate.int_daily_energy"
+    copy, key_test = _data_test_after_writes(
+        built, tmp_path, f"{model},test_name:unique_combination"
+    )
 
     with duckdb.connect(str(copy), read_only=True) as con:
-        assert con.execute(
-            f"SELECT count(DISTINCT readings_computed_at) FROM {table}"
-        ).fetchone() == (1,)
-    old_day = f"(SELECT * FROM {table} ORDER BY customer_id, energy_date LIMIT 1)"
+        assert con.execute(f"SELECT count(DISTINCT {stamp}) FROM {table}").fetchone() == (1,)
+    old_day = f"(SELECT * FROM {table} ORDER BY customer_id, {day} LIMIT 1)"
     passed = key_test("SELECT 1")
     assert passed.returncode == 0 and "PASS=1 " in passed.stdout, passed.stdout[-2000:]
     # A second row for an old key, written by a later build.
     later = key_test(
-        f"INSERT INTO {table} SELECT * REPLACE "
-        f"(readings_computed_at + INTERVAL 1 DAY AS readings_computed_at) FROM {old_day}"
+        f"INSERT INTO {table} SELECT * REPLACE ({stamp} + INTERVAL 1 DAY AS {stamp}) FROM {old_day}"
     )
     assert later.returncode == 1 and "Got 1 result" in later.stdout, later.stdout[-2000:]
     # The same within a full build: every row has the same stamp.
     full = key_test(
-        f"DELETE FROM {table} WHERE readings_computed_at > (SELECT min(readings_computed_at) "
-        f"FROM {table}); INSERT INTO {table} SELECT * FROM {old_day}"
+        f"DELETE FROM {table} WHERE {stamp} > (SELECT min({stamp}) FROM {table}); "
+        f"INSERT INTO {table} SELECT * FROM {old_day}"
     )
     assert full.returncode == 1 and "Got 1 result" in full.stdout, full.stdout[-2000:]
+    # That pair was counted when it was written: once a later build writes other keys only,
+    # they are counted, and the pair is not read again.
+    older = key_test(
+        f"UPDATE {table} SET {stamp} = {stamp} + INTERVAL 1 DAY "
+        f"WHERE customer_id = (SELECT max(customer_id) FROM {table})"
+    )
+    assert older.returncode == 0 and "PASS=1 " in older.stdout, older.stdout[-2000:]
 
 
 def test_the_load_profile_list_test_reads_what_the_last_build_wrote(built, tmp_path):

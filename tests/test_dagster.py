@@ -1,5 +1,7 @@
 import importlib
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -7,7 +9,7 @@ import pytest
 
 from data_contracts import load_contracts
 from orchestration.assets.ingestion import LEDGER_KEY
-from orchestration.assets.warehouse import dbt_resource, manifest_path
+from orchestration.assets.warehouse import dbt_resource, manifest_path, stream_until_done
 from orchestration.definitions import build_definitions
 from orchestration.partitions import MONTHS, landing_months
 from orchestration.resources import FinegridResource
@@ -88,6 +90,47 @@ def test_importing_the_code_location_reads_no_manifest(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(definitions)
+
+
+class _FailingInvocation:
+    """A dbt invocation whose events stop with an error, as when an event names a node the
+    loaded manifest does not know, while its process still runs."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.termination_timeout_seconds = 2
+
+    def stream(self):
+        yield "first event"
+        raise KeyError("test.finegrid.a_test_the_manifest_does_not_know")
+
+
+@pytest.mark.parametrize("on_interrupt", ["exits", "ignores it"])
+def test_dbt_is_stopped_when_its_step_fails_while_it_runs(on_interrupt):
+    # Left running, dbt would go on building and hold the warehouse's lock.
+    ignore = (
+        "signal.signal(signal.SIGINT, signal.SIG_IGN); " if on_interrupt == "ignores it" else ""
+    )
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import signal, time; {ignore}print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        events = stream_until_done(_FailingInvocation(child))
+        assert next(events) == "first event"
+        with pytest.raises(KeyError, match="does_not_know"):
+            next(events)
+        assert child.poll() is not None
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
 
 
 def test_a_missing_manifest_says_what_to_run(tmp_path):

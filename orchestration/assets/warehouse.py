@@ -7,6 +7,8 @@ Nothing here runs dbt or reads the environment at import: the manifest is built 
 import hashlib
 import importlib.metadata
 import json
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 from packaging import version
 
 from orchestration.assets.ingestion import LEDGER_KEY
@@ -187,9 +189,32 @@ def _dbt_build_assets(manifest: Path, name: str, **options: Any) -> dg.AssetsDef
     ) -> Iterator[Any]:
         settings = finegrid.settings()
         target = dbt_target_path(settings.warehouse_path)
-        yield from dbt.cli(dbt_build_args(settings), context=context, target_path=target).stream()
+        yield from stream_until_done(
+            dbt.cli(dbt_build_args(settings), context=context, target_path=target)
+        )
 
     return _build
+
+
+def stream_until_done(invocation: DbtCliInvocation) -> Iterator[Any]:
+    """A dbt invocation's events; if the step fails while dbt still runs, dbt is stopped before
+    the error goes on. dagster-dbt stops it only when the run is interrupted: after any other
+    failure (an event Dagster cannot place, say, from a manifest older than the project) the
+    child went on building unseen and held the warehouse's lock, so the next run could not
+    open it."""
+    try:
+        yield from invocation.stream()
+    except BaseException:
+        process = invocation.process
+        if process.poll() is None:
+            # As dagster-dbt forwards an interrupt: dbt cancels its queries and exits.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=invocation.termination_timeout_seconds)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        raise
 
 
 def build_warehouse_assets(manifest: Path) -> list[dg.AssetsDefinition]:

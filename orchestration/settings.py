@@ -26,6 +26,10 @@ DEFAULTS = {
 }
 
 
+# Not a setting: how the platform's SQL is written to run (see dbt_project/profiles.yml).
+DISABLED_OPTIMIZERS = "common_subplan"
+
+
 def instance_env(root: Path, pii_key: str) -> dict[str, str]:
     """The environment of a platform instance kept whole under one folder (a benchmark, a test,
     a UI try-out): each path setting and DAGSTER_HOME inside ``root``, absolute, as Dagster
@@ -91,8 +95,13 @@ class Settings:
 
     @property
     def duckdb_config(self) -> dict[str, str | int]:
-        """The settings every DuckDB connection of the platform opens with."""
-        return {"memory_limit": self.memory_limit, "max_vacuum_tasks": self.max_vacuum_tasks}
+        """The settings every DuckDB connection of the platform opens with (dbt's: the
+        profile's ``settings``, dbt_project/profiles.yml, which says why the optimizer is off)."""
+        return {
+            "memory_limit": self.memory_limit,
+            "max_vacuum_tasks": self.max_vacuum_tasks,
+            "disabled_optimizers": DISABLED_OPTIMIZERS,
+        }
 
     def require_pii_key(self) -> str:
         if not self.pii_key:

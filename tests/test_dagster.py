@@ -6,10 +6,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from data_contracts import load_contracts
 from orchestration.assets.ingestion import LEDGER_KEY
-from orchestration.assets.warehouse import dbt_resource, manifest_path, stream_until_done
+from orchestration.assets.warehouse import (
+    DBT_PROJECT_DIR,
+    dbt_resource,
+    manifest_path,
+    stream_until_done,
+)
 from orchestration.definitions import build_definitions
 from orchestration.partitions import MONTHS, landing_months
 from orchestration.resources import FinegridResource
@@ -145,7 +151,12 @@ def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
         limit, vacuum = con.execute(
             "select current_setting('memory_limit'), current_setting('max_vacuum_tasks')"
         ).fetchone()
+        optimizers_off = con.execute("select current_setting('disabled_optimizers')").fetchone()[0]
     assert (limit, vacuum) == ("1.0 GiB", 0)
+    # The optimizer that materialised a big view read twice is off in dbt's connections too.
+    profile = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text("utf-8"))
+    dbt_settings = profile["finegrid"]["outputs"]["local"]["settings"]
+    assert optimizers_off == dbt_settings["disabled_optimizers"] == "common_subplan"
     with Settings.from_env(env | {"DUCKDB_MAX_VACUUM_TASKS": "25"}).connect() as con:
         assert con.execute("select current_setting('max_vacuum_tasks')").fetchone()[0] == 25
     with pytest.raises(ConfigError, match="DUCKDB_MAX_VACUUM_TASKS must be a whole number"):

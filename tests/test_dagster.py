@@ -148,10 +148,10 @@ def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
     # Compaction off unless asked for: it rewrote the raw tables at every checkpoint.
     env = {"WAREHOUSE_PATH": str(tmp_path / "w.duckdb"), "DUCKDB_MEMORY_LIMIT": "1GiB"}
     with Settings.from_env(env).connect() as con:
-        limit, vacuum = con.execute(
-            "select current_setting('memory_limit'), current_setting('max_vacuum_tasks')"
+        limit, vacuum, optimizers_off = con.execute(
+            "select current_setting('memory_limit'), current_setting('max_vacuum_tasks'), "
+            "current_setting('disabled_optimizers')"
         ).fetchone()
-        optimizers_off = con.execute("select current_setting('disabled_optimizers')").fetchone()[0]
     assert (limit, vacuum) == ("1.0 GiB", 0)
     # The optimizer that materialised a big view read twice is off in dbt's connections too.
     profile = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text("utf-8"))

@@ -21,7 +21,7 @@ KEY_FILE := data/.pii_key
 WITH_KEY = PII_KEY="$${PII_KEY:-$$(cat $(KEY_FILE))}"
 
 # dbt runs with the warehouse path given explicitly (absolute), whatever the working directory.
-DBT = $(VENV)/bin/dbt
+DBT = $(VENV)/bin/finegrid-dbt
 DBT_ARGS = --project-dir dbt_project --profiles-dir dbt_project \
   --vars '{"warehouse_path": "$(abspath $(WAREHOUSE_PATH))"}'
 MANIFEST := dbt_project/target/manifest.json

@@ -25,6 +25,7 @@ from ml.config import load_config
 from ml.pipeline import score_risk
 from ml.registry import load_artifact
 from ml.truth import risk_against_truth, segment_agreement
+from orchestration import dbt_cli
 from orchestration.assets.publishing import TAG_HISTORY, TAGS
 from orchestration.assets.warehouse import (
     DBT_PROJECT_DIR,
@@ -366,6 +367,16 @@ def test_the_dbt_unit_tests_run_here_and_not_in_the_pipelines_builds(built):
     log = "".join(path.read_text("utf-8") for path in logs)
     assert '"unique_id": "model.finegrid.int_meter_readings"' in log
     assert '"unique_id": "unit_test.' not in log
+
+
+def test_the_pipelines_dbt_orders_its_nodes_by_the_times_it_keeps(built):
+    # Both of a run's dbt invocations (the warehouse, the publish marts) went through
+    # finegrid-dbt, which kept each node's seconds beside the manifest for the next build.
+    assert Path(dbt_resource().dbt_executable).name == "finegrid-dbt"
+    history = dbt_cli.read_history(dbt_target_path(built.warehouse))
+    for model in ("int_meter_readings", "customer_features", "kpi_monthly"):
+        assert history[f"model.finegrid.{model}"] > 0
+    assert any(node.startswith("test.finegrid.") for node in history)
 
 
 @pytest.fixture(scope="module")

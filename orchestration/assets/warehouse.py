@@ -118,9 +118,10 @@ def dbt_build_args(settings: Settings) -> list[str]:
 
 
 def dbt_executable() -> str:
-    # The dbt installed beside this Python, so an un-activated venv still finds it.
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else "dbt"
+    """dbt as the platform runs it: ``finegrid-dbt`` (``orchestration/dbt_cli.py``), installed
+    with the project beside this Python, so an un-activated venv still finds it."""
+    beside = Path(sys.executable).parent / "finegrid-dbt"
+    return str(beside) if beside.exists() else "finegrid-dbt"
 
 
 def dbt_command(warehouse: Path, target_dir: Path, *args: str) -> list[str]:

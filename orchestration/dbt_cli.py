@@ -1,0 +1,135 @@
+"""dbt's command line with one change: which ready model or test its threads take first.
+
+dbt scores each node by its level in the graph (its depth from the sources) and, of the nodes
+ready at once, starts the shallowest, whatever lies behind it. Here the score is the work still
+behind a node, itself included (critical-path list scheduling): the seconds each node took the
+last time it ran with this target folder (kept there, in ``node_seconds.json``), or, for a node
+never timed, the median of the timed nodes of its kind (with none timed, a table counts 1 and a
+view or test 0.1: a build's work is in its tables). The chain readings → daily energy → monthly
+usage → features is 57 s of the 100,000-account increment's 73 s build; started first, the
+build took 69.3-72.8 s in three runs against 74.5 and 87.5 s in two with dbt's order (same
+warehouse, ``docs/performance.md``).
+
+dbt hands every ready node to its thread pool at once, first come, first served, so the score
+orders only the nodes that become ready together. Taking a node only when a thread is free for
+it was tried: the chain then started at once, but the big leaves of the graph (the load
+profile, the orphans) were left to run beside the features at the end, sharing DuckDB's memory
+limit with them, and the build took 78.8 s.
+
+`finegrid-dbt` (installed with the project) is dbt with this order; the platform runs it
+wherever it runs dbt. Everything else is dbt's own: the arguments, the output, the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+HISTORY = "node_seconds.json"
+# Untimed, and no node of the kind timed either: what a node weighs against a table.
+UNTIMED = {"table": 1.0, "other": 0.1}
+
+
+def critical_path_scores(graph: nx.DiGraph, seconds: Callable[[str], float]) -> dict[str, float]:
+    """dbt's queue scores (lowest first): minus each node's seconds plus the longest chain of
+    seconds after it."""
+    behind: dict[str, float] = {}
+    for node in reversed(list(nx.topological_sort(graph))):
+        after = max((behind[child] for child in graph.successors(node)), default=0.0)
+        behind[node] = seconds(node) + after
+    return {node: -work for node, work in behind.items()}
+
+
+def kind_of(node: Any) -> str:
+    """``table`` for a model dbt writes rows for (a table, an incremental), else ``other``."""
+    materialized = getattr(getattr(node, "config", None), "materialized", None)
+    is_model = getattr(node, "resource_type", None) == "model"
+    return "table" if is_model and materialized not in ("view", "ephemeral") else "other"
+
+
+def node_seconds(kinds: Mapping[str, str], timed: Mapping[str, float]) -> Callable[[str], float]:
+    """Seconds per node: as last timed, else the median of its kind's timed nodes, else
+    ``UNTIMED``. ``kinds`` maps each node to its kind (``kind_of``)."""
+    by_kind: dict[str, list[float]] = {}
+    for node, value in timed.items():
+        if node in kinds:
+            by_kind.setdefault(kinds[node], []).append(value)
+    fallback = {
+        kind: statistics.median(by_kind[kind]) if by_kind.get(kind) else UNTIMED[kind]
+        for kind in UNTIMED
+    }
+    return lambda node: timed.get(node, fallback[kinds.get(node, "other")])
+
+
+def read_history(target: Path) -> dict[str, float]:
+    """The seconds each node last took, from the target folder (empty when there is none or
+    it cannot be read: the order is then by kind alone, never an error)."""
+    try:
+        record = json.loads((target / HISTORY).read_text("utf-8"))
+        return {str(k): float(v) for k, v in record.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def record_history(target: Path) -> None:
+    """Fold the seconds of the nodes the invocation ran (its ``run_results.json``) into the
+    target folder's history. A node not run keeps its last time."""
+    try:
+        results = json.loads((target / "run_results.json").read_text("utf-8"))["results"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a command that ran nothing (parse, a failed start)
+    history = read_history(target)
+    history.update({r["unique_id"]: float(r["execution_time"]) for r in results})
+    tmp = target / f".{HISTORY}.tmp"
+    tmp.write_text(json.dumps(history, indent=0, sort_keys=True), "utf-8")
+    tmp.replace(target / HISTORY)
+
+
+def _target_path() -> Path | None:
+    from dbt.flags import get_flags
+
+    target = getattr(get_flags(), "TARGET_PATH", None)
+    return Path(target) if target else None
+
+
+def install() -> None:
+    """Make dbt's queue (in this process) score its nodes by critical path."""
+    from dbt.graph.queue import GraphQueue
+
+    if not callable(getattr(GraphQueue, "_get_scores", None)):
+        raise RuntimeError(
+            "dbt's GraphQueue has no _get_scores: this dbt-core is not the pinned one "
+            "(orchestration/dbt_cli.py orders its nodes through it)"
+        )
+
+    def scores(queue: GraphQueue, graph: nx.DiGraph) -> dict[str, float]:
+        target = _target_path()
+        timed = read_history(target) if target else {}
+        kinds = {}
+        for node in graph.nodes:
+            found = queue.manifest.nodes.get(node)
+            kinds[node] = kind_of(found) if found is not None else "other"
+        return critical_path_scores(graph, node_seconds(kinds, timed))
+
+    GraphQueue._get_scores = scores
+
+
+def main() -> None:
+    from dbt.cli.main import cli
+
+    install()
+    try:
+        cli()
+    finally:
+        target = _target_path()
+        if target is not None and target.is_dir():
+            record_history(target)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,17 @@ def read_history(target: Path) -> dict[str, float]:
         return {}
 
 
-def record_history(target: Path) -> None:
-    """Fold the seconds of the nodes the invocation ran (its ``run_results.json``) into the
-    target folder's history. A node not run keeps its last time."""
+def record_history(target: Path, since: float = 0.0) -> None:
+    """Fold the seconds of the nodes the invocation ran (its ``run_results.json``, if written
+    at or after ``since``, a time.time()) into the target folder's history. A node not run
+    keeps its last time."""
+    results_path = target / "run_results.json"
     try:
-        results = json.loads((target / "run_results.json").read_text("utf-8"))["results"]
+        if results_path.stat().st_mtime < since:
+            return  # an earlier command's results: this one ran nothing (a failed start)
+        results = json.loads(results_path.read_text("utf-8"))["results"]
     except (OSError, ValueError, KeyError, TypeError):
-        return  # a command that ran nothing (parse, a failed start)
+        return
     history = read_history(target)
     history.update({r["unique_id"]: float(r["execution_time"]) for r in results})
     tmp = target / f".{HISTORY}.tmp"
@@ -90,11 +95,22 @@ def record_history(target: Path) -> None:
     tmp.replace(target / HISTORY)
 
 
+# The commands whose results time what a build does (`compile` and `docs generate` also write
+# results, with the seconds compiling took).
+TIMED_COMMANDS = ("build", "run", "test", "seed")
+
+
 def _target_path() -> Path | None:
     from dbt.flags import get_flags
 
     target = getattr(get_flags(), "TARGET_PATH", None)
     return Path(target) if target else None
+
+
+def _command() -> str | None:
+    from dbt.flags import get_flags
+
+    return getattr(get_flags(), "WHICH", None)
 
 
 def install() -> None:
@@ -123,12 +139,13 @@ def main() -> None:
     from dbt.cli.main import cli
 
     install()
+    started = time.time()
     try:
         cli()
     finally:
         target = _target_path()
-        if target is not None and target.is_dir():
-            record_history(target)
+        if target is not None and target.is_dir() and _command() in TIMED_COMMANDS:
+            record_history(target, since=started)
 
 
 if __name__ == "__main__":

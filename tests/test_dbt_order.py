@@ -100,6 +100,11 @@ def test_the_history_keeps_each_nodes_last_time_and_survives_a_bad_file(tmp_path
     ran(a=1.5, b=2.0)
     ran(b=3.0, c=0.5)  # a second invocation (the publish marts) ran other nodes
     assert dbt_cli.read_history(tmp_path) == {"a": 1.5, "b": 3.0, "c": 0.5}
+    # A command that failed before writing results leaves the last one's where they were.
+    results = tmp_path / "run_results.json"
+    results.write_text(json.dumps({"results": [{"unique_id": "a", "execution_time": 9.0}]}))
+    dbt_cli.record_history(tmp_path, since=results.stat().st_mtime + 1)
+    assert dbt_cli.read_history(tmp_path)["a"] == 1.5
 
 
 def test_dbts_queue_hands_out_the_chain_first_once_installed(monkeypatch, tmp_path):

@@ -86,10 +86,14 @@ def record_history(target: Path, since: float = 0.0) -> None:
         if results_path.stat().st_mtime < since:
             return  # an earlier command's results: this one ran nothing (a failed start)
         results = json.loads(results_path.read_text("utf-8"))["results"]
+        # A node skipped after a failure upstream took no time and would weigh nothing.
+        ran = {
+            r["unique_id"]: float(r["execution_time"]) for r in results if r["status"] != "skipped"
+        }
     except (OSError, ValueError, KeyError, TypeError):
-        return
+        return  # never fail dbt's command for the order of the next one
     history = read_history(target)
-    history.update({r["unique_id"]: float(r["execution_time"]) for r in results})
+    history.update(ran)
     tmp = target / f".{HISTORY}.tmp"
     tmp.write_text(json.dumps(history, indent=0, sort_keys=True), "utf-8")
     tmp.replace(target / HISTORY)

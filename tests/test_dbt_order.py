@@ -93,7 +93,9 @@ def test_the_history_keeps_each_nodes_last_time_and_survives_a_bad_file(tmp_path
     assert dbt_cli.read_history(tmp_path) == {}
 
     def ran(**seconds):
-        results = [{"unique_id": k, "execution_time": v} for k, v in seconds.items()]
+        results = [
+            {"unique_id": k, "execution_time": v, "status": "success"} for k, v in seconds.items()
+        ]
         (tmp_path / "run_results.json").write_text(json.dumps({"results": results}), "utf-8")
         dbt_cli.record_history(tmp_path)
 
@@ -102,9 +104,17 @@ def test_the_history_keeps_each_nodes_last_time_and_survives_a_bad_file(tmp_path
     assert dbt_cli.read_history(tmp_path) == {"a": 1.5, "b": 3.0, "c": 0.5}
     # A command that failed before writing results leaves the last one's where they were.
     results = tmp_path / "run_results.json"
-    results.write_text(json.dumps({"results": [{"unique_id": "a", "execution_time": 9.0}]}))
+    a_again = {"unique_id": "a", "execution_time": 9.0, "status": "success"}
+    results.write_text(json.dumps({"results": [a_again]}))
     dbt_cli.record_history(tmp_path, since=results.stat().st_mtime + 1)
     assert dbt_cli.read_history(tmp_path)["a"] == 1.5
+    # A node skipped after an upstream failure keeps its time; unreadable results change nothing.
+    skipped = {"unique_id": "b", "execution_time": 0.0, "status": "skipped"}
+    results.write_text(json.dumps({"results": [skipped]}))
+    dbt_cli.record_history(tmp_path)
+    results.write_text(json.dumps({"results": [{"execution_time": 1.0}]}))
+    dbt_cli.record_history(tmp_path)
+    assert dbt_cli.read_history(tmp_path) == {"a": 1.5, "b": 3.0, "c": 0.5}
 
 
 def test_dbts_queue_hands_out_the_chain_first_once_installed(monkeypatch, tmp_path):

@@ -6,8 +6,8 @@ behind a node, itself included (critical-path list scheduling): the seconds each
 last time it ran with this target folder (kept there, in ``node_seconds.json``), or, for a node
 never timed, the median of the timed nodes of its kind (with none timed, a table counts 1 and a
 view or test 0.1: a build's work is in its tables). The chain readings → daily energy → monthly
-usage → features is 57 s of the 100,000-account increment's 73 s build; started first, the
-build took 69.3-72.8 s in three runs against 74.5 and 87.5 s in two with dbt's order (same
+usage → features is 57 s of the 100,000-account increment's 73 s build; ordered this way, the
+build took 67.3-72.8 s in four runs against 74.5 and 87.5 s in two with dbt's order (same
 warehouse, ``docs/performance.md``).
 
 dbt hands every ready node to its thread pool at once, first come, first served, so the score
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+
+from orchestration.publish.files import replaced
 
 HISTORY = "node_seconds.json"
 # Untimed, and no node of the kind timed either: what a node weighs against a table.
@@ -94,9 +96,8 @@ def record_history(target: Path, since: float = 0.0) -> None:
         return  # never fail dbt's command for the order of the next one
     history = read_history(target)
     history.update(ran)
-    tmp = target / f".{HISTORY}.tmp"
-    tmp.write_text(json.dumps(history, indent=0, sort_keys=True), "utf-8")
-    tmp.replace(target / HISTORY)
+    with replaced(target / HISTORY) as tmp:
+        tmp.write_text(json.dumps(history, indent=0, sort_keys=True), "utf-8")
 
 
 # The commands whose results time what a build does (`compile` and `docs generate` also write

@@ -253,11 +253,16 @@ def grade(probability: np.ndarray, grades: list[dict]) -> list[str]:
     return names[np.searchsorted(bounds, probability, side="right")].tolist()
 
 
-def top_reasons(risk: RiskModel, frame: pl.DataFrame, k: int = 3) -> list[str]:
+def top_reasons(
+    risk: RiskModel, frame: pl.DataFrame, k: int = 3, base: np.ndarray | None = None
+) -> list[str]:
     """Per customer, the features that raise the risk most: the drop in probability when each
-    of the model's most important features is set to the training median."""
+    of the model's most important features is set to the training median. ``base``: the
+    probabilities ``risk.predict(frame)`` gave, when the caller has them (one evaluation of
+    the model over every customer fewer)."""
     x = _matrix(frame, risk.features)
-    base = risk.model.predict_proba(x)[:, 1]
+    if base is None:
+        base = risk.model.predict_proba(x)[:, 1]
     lifts = []
     for name in risk.top_features:
         j = risk.features.index(name)
@@ -287,5 +292,5 @@ def score(risk: RiskModel, frame: pl.DataFrame, config: dict) -> pl.DataFrame:
     return frame.select("customer_id", "as_of_month").with_columns(
         pl.Series("risk_probability", np.round(p, 6)),
         pl.Series("risk_grade", grade(p, config["grades"]), dtype=pl.String),
-        pl.Series("top_reasons", top_reasons(risk, frame), dtype=pl.String),
+        pl.Series("top_reasons", top_reasons(risk, frame, base=p), dtype=pl.String),
     )

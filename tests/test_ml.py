@@ -304,6 +304,14 @@ def test_the_risk_model_learns_the_latent_risk_and_grades_it():
     assert set(scores["risk_grade"]) <= set("ABCDE")
     worst = scores.sort("risk_probability", descending=True).row(0, named=True)
     assert "late_bills_12m" in worst["top_reasons"]
+    # The reasons start from the probabilities already computed (the model runs once per top
+    # feature more, not once more over every customer) and are those computed afresh.
+    month = labelled.filter(pl.col("as_of_month") == date(2025, 2, 1))
+    calls, predict = [], model.model.predict_proba
+    model.model.predict_proba = lambda x: calls.append(len(x)) or predict(x)
+    again = risk_lib.score(model, month, config)
+    assert len(calls) == 1 + len(model.top_features)
+    assert again["top_reasons"].to_list() == risk_lib.top_reasons(model, month)
 
 
 def _count_fits(monkeypatch, estimator: type) -> list[int]:

@@ -14,7 +14,11 @@ dbt hands every ready node to its thread pool at once, first come, first served,
 orders only the nodes that become ready together. Taking a node only when a thread is free for
 it was tried: the chain then started at once, but the big leaves of the graph (the load
 profile, the orphans) were left to run beside the features at the end, sharing DuckDB's memory
-limit with them, and the build took 78.8 s.
+limit with them, and the build took 78.8 s. Tried again on a first increment, ordered by the
+full build's seconds (the load profile then weighs enough to start early): 66.2 s against
+70.7 s in this order; the next month, ordered by the increment's own seconds, 77.4 s, the
+features 24.6 s instead of 8.5 s. Their incremental query alone takes 5.7 s under a 4 GB
+memory limit and 16.3 s under 1.5 GB.
 
 `finegrid-dbt` (installed with the project) is dbt with this order; the platform runs it
 wherever it runs dbt. Everything else is dbt's own: the arguments, the output, the exit code.

@@ -38,7 +38,7 @@ from bench.floor import (  # noqa: E402
 from data_contracts import load_contracts  # noqa: E402
 from orchestration.assets.warehouse import dbt_target_path  # noqa: E402
 from orchestration.partitions import marked_files  # noqa: E402
-from orchestration.settings import instance_env  # noqa: E402
+from orchestration.settings import instance_env, make_instance_home  # noqa: E402
 
 PY = sys.executable
 MONTHS = 24  # the default; --months changes it (1,000,000 × 24 months needs ~200 GiB of disk)
@@ -136,7 +136,7 @@ def bench_size(accounts: int, months: int, root: Path, memory_limit: str, pandas
     env = {**os.environ, **instance, "DUCKDB_MEMORY_LIMIT": memory_limit}
     landing, warehouse = Path(env["LANDING_DIR"]), Path(env["WAREHOUSE_PATH"])
     vault, held, log = Path(env["PII_VAULT_PATH"]), root / "held", root / "bench.log"
-    Path(env["DAGSTER_HOME"]).mkdir()
+    make_instance_home(Path(env["DAGSTER_HOME"]))
     stages: list[Stage] = []
 
     def stage(
@@ -239,7 +239,7 @@ def one_run(env: dict[str, str], log: Path, staged: Path) -> dict:
     The staged figures add each stage's start-up and split dbt in two; this is what a user
     waits for. Its customer features are checked against the staged run's; its warehouse is
     then deleted, or the size would need twice the disk."""
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True)
+    make_instance_home(Path(env["DAGSTER_HOME"]))
     parts_file = Path(env["DAGSTER_HOME"]).parent / "run_parts.json"
     seconds, rss, ok = timed([PY, "bench/stage.py", "run", str(parts_file)], env, log)
     result = {"seconds": round(seconds, 1), "peak_rss_mib": round(rss, 1), "ok": ok}

@@ -7,7 +7,6 @@ every month of a simulated drop, followed to the end. Prints each run and the to
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from orchestration.graphql import (  # noqa: E402
     wait_for_backfill,
 )
 from orchestration.partitions import MONTHS, landing_months  # noqa: E402
-from orchestration.settings import instance_env  # noqa: E402
+from orchestration.settings import instance_env, make_instance_home  # noqa: E402
 from simulator.cli import simulate  # noqa: E402
 from simulator.defects import DefectRates  # noqa: E402
 
@@ -43,8 +42,7 @@ def main() -> int:
     root = (args.keep or Path(tempfile.mkdtemp(prefix="finegrid-ui-backfill-"))).resolve()
     env = instance_env(root, "0" * 64)
     home, landing = Path(env["DAGSTER_HOME"]), Path(env["LANDING_DIR"])
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    make_instance_home(home)
     landing.mkdir(exist_ok=True)
     with dagster_dev(env, root / "dagster.log") as (client, port):
         # The landing zone is empty until the automation is off, so only the backfill runs.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import yaml
 
 DEFAULTS = {
     "LANDING_DIR": "data/landing",
@@ -44,6 +45,25 @@ def instance_env(root: Path, pii_key: str) -> dict[str, str]:
         "DAGSTER_HOME": str(root / "dagster_home"),
         "PII_KEY": pii_key,
     }
+
+
+# The Dagster instance settings of the repository (pools, the event log storage).
+INSTANCE_SETTINGS = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
+
+
+def make_instance_home(home: Path) -> Path:
+    """Create the folder ``home`` of a Dagster instance (``DAGSTER_HOME`` of ``instance_env``)
+    with the repository's instance settings in it, so that a benchmark or a test runs with the
+    instance the platform runs with, not Dagster's defaults. The event log's folder is written
+    in, ``home/history/runs`` (where the repository's instance finds it from DAGSTER_HOME):
+    the instance then opens from its folder alone, as ``DagsterInstance.from_config``."""
+    home.mkdir(parents=True, exist_ok=True)
+    settings = yaml.safe_load(INSTANCE_SETTINGS.read_text("utf-8"))
+    if "event_log_storage" in settings:
+        config = settings["event_log_storage"].setdefault("config", {})
+        config["base_dir"] = str(home.resolve() / "history" / "runs")
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), "utf-8")
+    return home
 
 
 class ConfigError(RuntimeError):

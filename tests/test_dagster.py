@@ -331,3 +331,43 @@ def test_a_snapshot_fingerprint_is_declared_by_documented_columns(tmp_path):
     assert real["marts.fct_daily_energy"] == RowHash(
         stamp="built_at", joined=("is_known_customer",)
     )
+
+
+def test_the_instance_stores_its_events_through_connections_it_keeps(tmp_path, monkeypatch):
+    from orchestration import event_log
+    from orchestration.settings import make_instance_home
+
+    home = make_instance_home(tmp_path / "dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    engines = []
+    create = event_log.create_engine
+    monkeypatch.setattr(
+        event_log, "create_engine", lambda *a, **k: engines.append(a[0]) or create(*a, **k)
+    )
+
+    @dg.asset
+    def first() -> int:
+        return 1
+
+    @dg.asset
+    def second(first: int) -> int:
+        return first + 1
+
+    job = dg.Definitions(assets=[first, second]).resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, event_log.KeptOpenSqliteEventLogStorage)
+        runs = [job.execute_in_process(instance=instance) for _ in range(event_log.KEPT + 2)]
+        assert all(run.success for run in runs)
+        # Each run's events went through one engine per database (the index and the run's),
+        # created once: Dagster's own storage creates one per event.
+        assert len(engines) == len(set(engines)) == len(runs) + 1
+        # Only the databases written last stay open.
+        assert len(storage.open_databases()) == event_log.KEPT
+        assert {"index", runs[-1].run_id} <= set(storage.open_databases())
+        # Every event reads back, also from the runs whose database was closed.
+        events = [len(instance.get_records_for_run(run.run_id).records) for run in runs]
+        assert min(events) > 10 and len(set(events)) == 1
+        assert instance.get_latest_materialization_event(dg.AssetKey("second")) is not None
+    assert storage.open_databases() == []  # the instance disposed of its storage
+    assert (home / "history" / "runs" / "index.db").exists()  # where Dagster keeps them

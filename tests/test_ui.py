@@ -12,7 +12,7 @@ import pytest
 
 from orchestration.graphql import backfill_runs, dagster_dev, launch_backfill, wait_for_backfill
 from orchestration.partitions import MONTHS
-from orchestration.settings import instance_env
+from orchestration.settings import instance_env, make_instance_home
 from tests.conftest import CHROMIUM_FLAGS, PII_KEY
 
 pytestmark = pytest.mark.slow
@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def ui(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     env = instance_env(root, PII_KEY)
-    home = Path(env["DAGSTER_HOME"])
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    home = make_instance_home(Path(env["DAGSTER_HOME"]))
     Path(env["LANDING_DIR"]).mkdir()  # empty: the landing sensor finds nothing to do
     with dagster_dev(env, root / "dagster.log") as (client, port):
         with dg.DagsterInstance.from_config(str(home)) as instance:

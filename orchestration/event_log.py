@@ -25,18 +25,27 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import Field, StringSource
+
+# Dagster exports no SQLite event log storage: this module builds on its internal one, pinned
+# with Dagster (pyproject.toml), and checks on construction that what it overrides is there.
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
-from dagster._core.storage.sql import create_engine
-from dagster._serdes import ConfigurableClassData
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 
+if TYPE_CHECKING:
+    from dagster._serdes import ConfigurableClassData
+
 KEPT = 8  # databases whose engine stays open: the index and the runs written last
+# What of Dagster's storage this one overrides or uses: its private connection method, the set
+# of databases it has set up, their setup and the lock around each use.
+OVERRIDDEN = ("_connect", "_initdb")
+USED = ("_initialized_dbs", "_db_lock")
 
 
 def default_base_dir() -> str:
@@ -50,12 +59,22 @@ def default_base_dir() -> str:
     return os.path.join(home, "history", "runs")
 
 
+def _require(missing: list[str]) -> None:
+    if missing:
+        raise RuntimeError(
+            f"Dagster's SqliteEventLogStorage has no {missing}: this Dagster is not the pinned "
+            "one (orchestration/event_log.py builds on them)"
+        )
+
+
 class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` whose databases keep their connection between writes."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
-        super().__init__(base_dir, inst_data)
+        _require([n for n in OVERRIDDEN if not callable(getattr(SqliteEventLogStorage, n, None))])
+        super().__init__(base_dir, inst_data)  # sets up the index database with _initdb
+        _require([name for name in USED if not hasattr(self, name)])
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:

@@ -371,3 +371,15 @@ def test_the_instance_stores_its_events_through_connections_it_keeps(tmp_path, m
         assert instance.get_latest_materialization_event(dg.AssetKey("second")) is not None
     assert storage.open_databases() == []  # the instance disposed of its storage
     assert (home / "history" / "runs" / "index.db").exists()  # where Dagster keeps them
+
+
+def test_the_event_log_storage_says_when_dagster_no_longer_has_what_it_builds_on(
+    tmp_path, monkeypatch
+):
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from orchestration import event_log
+
+    monkeypatch.delattr(SqliteEventLogStorage, "_initdb")
+    with pytest.raises(RuntimeError, match=r"no \['_initdb'\].*not the pinned one"):
+        event_log.KeptOpenSqliteEventLogStorage(str(tmp_path / "runs"))

@@ -16,7 +16,6 @@ from orchestration.settings import instance_env, make_instance_home
 from tests.conftest import CHROMIUM_FLAGS, PII_KEY
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

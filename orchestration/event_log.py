@@ -13,7 +13,8 @@ Dagster's storage holds its lock while a connection is in use, so a kept connect
 thread at a time, whichever thread it is. Only the last ``KEPT`` databases keep an engine
 (every run has its own; the webserver reads many), and ``dispose`` closes them all. SQLite's
 write-ahead log, which Dagster turns on, lets the daemon, the webserver and the run workers
-write the same files while each keeps its connection.
+write the same files while each keeps its connection; its commits are not flushed to disk one
+by one (``SYNCHRONOUS``), as SQLite recommends in that mode.
 
 The instance of the repository (``dagster_home/dagster.yaml``) names it as its event log
 storage; its records stay where Dagster puts them, ``$DAGSTER_HOME/history/runs``.
@@ -35,13 +36,18 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 
 if TYPE_CHECKING:
     from dagster._serdes import ConfigurableClassData
 
 KEPT = 8  # databases whose engine stays open: the index and the runs written last
+# SQLite's recommended durability in write-ahead-log mode: a commit is not flushed to disk
+# until the log is folded into the database, so it survives the process dying but may be lost
+# with the machine (never the database's consistency). Flushing each of the ~3,000 commits of
+# the 100,000-account increment cost 2.0 s of its process.
+SYNCHRONOUS = "NORMAL"
 # What of Dagster's storage this one overrides or uses: its private connection method, the set
 # of databases it has set up, their setup and the lock around each use.
 OVERRIDDEN = ("_connect", "_initdb")
@@ -65,6 +71,10 @@ def _require(missing: list[str]) -> None:
             f"Dagster's SqliteEventLogStorage has no {missing}: this Dagster is not the pinned "
             "one (orchestration/event_log.py builds on them)"
         )
+
+
+def _relaxed_sync(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
 
 
 class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
@@ -106,6 +116,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             pool_size=1,
         )
+        event.listen(engine, "connect", _relaxed_sync)
         if shard not in self._initialized_dbs:
             self._initdb(engine)
             self._initialized_dbs.add(shard)

@@ -365,6 +365,10 @@ def test_the_instance_stores_its_events_through_connections_it_keeps(tmp_path, m
         # Only the databases written last stay open.
         assert len(storage.open_databases()) == event_log.KEPT
         assert {"index", runs[-1].run_id} <= set(storage.open_databases())
+        # Write-ahead log, as Dagster sets it, and commits not flushed one by one (1: NORMAL).
+        with storage._connect(runs[-1].run_id) as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
         # Every event reads back, also from the runs whose database was closed.
         events = [len(instance.get_records_for_run(run.run_id).records) for run in runs]
         assert min(events) > 10 and len(set(events)) == 1

@@ -1,33 +1,44 @@
-"""dbt's command line with one change: which ready model or test its threads take first.
+"""dbt's command line with one change: which ready model or test a free thread takes next.
 
-dbt scores each node by its level in the graph (its depth from the sources) and, of the nodes
-ready at once, starts the shallowest, whatever lies behind it. Here the score is the work still
-behind a node, itself included (critical-path list scheduling): the seconds each node took the
-last time it ran with this target folder (kept there, in ``node_seconds.json``), or, for a node
-never timed, the median of the timed nodes of its kind (with none timed, a table counts 1 and a
-view or test 0.1: a build's work is in its tables). The chain readings → daily energy → monthly
-usage → features is 57 s of the 100,000-account increment's 73 s build; ordered this way, the
-build took 67.3-72.8 s in four runs against 74.5 and 87.5 s in two with dbt's order (same
-warehouse, ``docs/performance.md``).
+dbt scores each node by its level in the graph (its depth from the sources), and hands every
+node to its thread pool as soon as it is ready, first come, first served. A build then starts
+its longest chain of work late: at 100,000 accounts the increment's chain is readings → daily
+energy → monthly usage → features, 52 s of its 70 s build, and its head waited 7.7 s behind
+the staging tables, seeds and tests that were ready before it (in the pool's queue), and the
+usage 6 s behind the energy's key test, queued behind the orphans and the activity.
 
-dbt hands every ready node to its thread pool at once, first come, first served, so the score
-orders only the nodes that become ready together. Taking a node only when a thread is free for
-it was tried: the chain then started at once, but the big leaves of the graph (the load
-profile, the orphans) were left to run beside the features at the end, sharing DuckDB's memory
-limit with them, and the build took 78.8 s. Tried again on a first increment, ordered by the
-full build's seconds (the load profile then weighs enough to start early): 66.2 s against
-70.7 s in this order; the next month, ordered by the increment's own seconds, 77.4 s, the
-features 24.6 s instead of 8.5 s. Their incremental query alone takes 5.7 s under a 4 GB
-memory limit and 16.3 s under 1.5 GB.
+Here a node is taken off dbt's queue only when a thread is free for it, and the queue puts the
+nodes of the longest chain first: those whose work before and after them, themselves included,
+is within ``CRITICAL_SLACK`` of the longest chain's (critical-path scheduling). Every other node
+keeps dbt's order, first ready first served, of the nodes ready at once the one with the most
+work behind it first. The seconds of work are those each node took the last time it ran with
+this target folder (kept there, in ``node_seconds.json``), or, for a node never timed, the median
+of the timed nodes of its kind (with none timed, a table counts 1 and a view or test 0.1: a
+build's work is in its tables).
 
-`finegrid-dbt` (installed with the project) is dbt with this order; the platform runs it
+Putting every node in the order of the work behind it (not only the chain's) was tried: the
+big leaves of the graph (the load profile, the orphans) were then left to the end, beside the
+features, which share DuckDB's memory limit with them (the features' incremental query alone
+takes 5.7 s under a 4 GB limit and 16.3 s under 1.5 GB): on the month after, ordered by the
+increment's own seconds, its build took 77.4 s against 70.7 s in dbt's order
+(``docs/performance.md``).
+
+A second change: dbt's DuckDB connection leaves what it wrote last in the write-ahead log when
+it closes, as the platform's own writers do (``Settings.connect``): checkpointing the
+100,000-account warehouse costs about 1.1 s however little is left in the log, and every dbt
+command paid it on exit (the publish marts' command 8.0 s → 7.0 s without). The log is folded
+into the file past DuckDB's threshold and at the end of a pipeline run.
+
+`finegrid-dbt` (installed with the project) is dbt with these changes; the platform runs it
 wherever it runs dbt. Everything else is dbt's own: the arguments, the output, the exit code.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,16 +51,58 @@ from orchestration.publish.files import replaced
 HISTORY = "node_seconds.json"
 # Untimed, and no node of the kind timed either: what a node weighs against a table.
 UNTIMED = {"table": 1.0, "other": 0.1}
+# A node is on the longest chain when the work of the longest chain through it is within this
+# share of the longest chain's.
+CRITICAL_SLACK = 0.1
 
 
-def critical_path_scores(graph: nx.DiGraph, seconds: Callable[[str], float]) -> dict[str, float]:
-    """dbt's queue scores (lowest first): minus each node's seconds plus the longest chain of
-    seconds after it."""
+def work_behind(graph: nx.DiGraph, seconds: Callable[[str], float]) -> dict[str, float]:
+    """Per node, the seconds of the longest chain of work from its start to the build's end."""
     behind: dict[str, float] = {}
     for node in reversed(list(nx.topological_sort(graph))):
         after = max((behind[child] for child in graph.successors(node)), default=0.0)
         behind[node] = seconds(node) + after
-    return {node: -work for node, work in behind.items()}
+    return behind
+
+
+def critical_path_scores(graph: nx.DiGraph, seconds: Callable[[str], float]) -> dict[str, float]:
+    """Minus each node's work behind it (``work_behind``): lowest first, the longest first."""
+    return {node: -work for node, work in work_behind(graph, seconds).items()}
+
+
+def longest_chain(graph: nx.DiGraph, seconds: Callable[[str], float]) -> set[str]:
+    """The nodes whose longest chain of work through them, before and after, is within
+    ``CRITICAL_SLACK`` of the build's longest."""
+    behind = work_behind(graph, seconds)
+    before: dict[str, float] = {}
+    for node in nx.topological_sort(graph):
+        before[node] = max(
+            (before[parent] + seconds(parent) for parent in graph.predecessors(node)),
+            default=0.0,
+        )
+    longest = max(behind.values(), default=0.0)
+    return {n for n in graph if before[n] + behind[n] >= (1 - CRITICAL_SLACK) * longest > 0}
+
+
+class ReadyOrder:
+    """The order of dbt's queue: the longest chain's nodes first, by the work behind them;
+    then the others first ready, first served, of those ready at once the one with the most
+    work behind it first. ``score`` is called as a node becomes ready, ``batch`` before each
+    set of nodes that become ready at once."""
+
+    def __init__(self, graph: nx.DiGraph, seconds: Callable[[str], float]):
+        self.behind = work_behind(graph, seconds)
+        self.chain = longest_chain(graph, seconds)
+        self._batches = itertools.count()
+        self._batch = next(self._batches)
+
+    def batch(self) -> None:
+        self._batch = next(self._batches)
+
+    def score(self, node: str) -> tuple[int, int, float]:
+        if node in self.chain:
+            return (0, 0, -self.behind[node])
+        return (1, self._batch, -self.behind[node])
 
 
 def kind_of(node: Any) -> str:
@@ -123,25 +176,87 @@ def _command() -> str | None:
 
 
 def install() -> None:
-    """Make dbt's queue (in this process) score its nodes by critical path."""
+    """Make dbt (in this process) hand a node to a thread only when one is free, the node
+    first in ``ReadyOrder``, and close its DuckDB database without a checkpoint."""
+    from dbt.adapters.duckdb.environments import Environment
     from dbt.graph.queue import GraphQueue
+    from dbt.task.runnable import GraphRunnableTask
 
-    if not callable(getattr(GraphQueue, "_get_scores", None)):
+    missing = [
+        name
+        for cls, name in (
+            (GraphQueue, "_get_scores"),
+            (GraphQueue, "_find_new_additions"),
+            (GraphRunnableTask, "run_queue"),
+            (GraphRunnableTask, "handle_job_queue"),
+            (Environment, "initialize_db"),
+        )
+        if not callable(getattr(cls, name, None))
+    ]
+    if missing:
         raise RuntimeError(
-            "dbt's GraphQueue has no _get_scores: this dbt-core is not the pinned one "
-            "(orchestration/dbt_cli.py orders its nodes through it)"
+            f"dbt has no {missing}: this dbt-core is not the pinned one "
+            "(orchestration/dbt_cli.py builds on them)"
         )
 
-    def scores(queue: GraphQueue, graph: nx.DiGraph) -> dict[str, float]:
+    def scores(queue: GraphQueue, graph: nx.DiGraph) -> dict[str, Any]:
         target = _target_path()
         timed = read_history(target) if target else {}
         kinds = {}
         for node in graph.nodes:
             found = queue.manifest.nodes.get(node)
             kinds[node] = kind_of(found) if found is not None else "other"
-        return critical_path_scores(graph, node_seconds(kinds, timed))
+        order = ReadyOrder(graph, node_seconds(kinds, timed))
+        queue._finegrid_order = order
+        return {node: order.score(node) for node in graph.nodes}
+
+    find_new_additions = GraphQueue._find_new_additions
+
+    def add_ready(queue: GraphQueue, candidates: Any) -> None:
+        # Called, under the queue's lock, with the children of a node just done: those of
+        # them now ready are scored as of now.
+        order = getattr(queue, "_finegrid_order", None)
+        if order is not None:
+            order.batch()
+            for node in candidates:
+                if node in queue._scores:
+                    queue._scores[node] = order.score(node)
+        find_new_additions(queue, candidates)
+
+    run_queue = GraphRunnableTask.run_queue
+
+    def run_queue_one_per_free_thread(task: GraphRunnableTask, pool: Any) -> None:
+        free = threading.Semaphore(max(1, int(task.config.threads or 1)))
+        handle = type(task).handle_job_queue
+
+        def handle_when_free(pool: Any, callback: Callable) -> None:
+            free.acquire()
+
+            def done(result: Any) -> None:
+                try:
+                    callback(result)  # marks the node done: its ready children are queued
+                finally:
+                    free.release()
+
+            handle(task, pool, done)
+
+        task.handle_job_queue = handle_when_free  # type: ignore[method-assign]
+        try:
+            run_queue(task, pool)
+        finally:
+            del task.handle_job_queue
+
+    initialize_db = Environment.initialize_db.__func__  # type: ignore[attr-defined]
+
+    def initialize_db_leaving_the_log(cls: type, creds: Any, plugins: Any = None) -> Any:
+        conn = initialize_db(cls, creds, plugins)
+        conn.execute("PRAGMA disable_checkpoint_on_shutdown")
+        return conn
 
     GraphQueue._get_scores = scores
+    GraphQueue._find_new_additions = add_ready
+    GraphRunnableTask.run_queue = run_queue_one_per_free_thread
+    Environment.initialize_db = classmethod(initialize_db_leaving_the_log)
 
 
 def main() -> None:

@@ -138,9 +138,9 @@ class Settings:
         checkpointing: a checkpoint of the 100,000-account warehouse costs about 0.75 s
         however little was written, and the connections of a month's run paid 8.5 s for
         them. The log is durable; the next connection reads it back, and it is folded into
-        the file when it passes DuckDB's threshold, when a dbt build ends, and by
-        ``checkpoint`` (at the end of ``run_months``). Copy the file with its ``.wal``, or
-        after a checkpoint."""
+        the file when it passes DuckDB's threshold and by ``checkpoint`` (at the end of
+        ``run_months``); dbt's connections leave it too (orchestration/dbt_cli.py).
+        Copy the file with its ``.wal``, or after a checkpoint."""
         if not read_only:
             self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(

@@ -4,8 +4,10 @@ import heapq
 import json
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.pool import ThreadPool
 from types import SimpleNamespace
+from typing import Any
 
 import networkx as nx
 import pytest
@@ -36,10 +38,16 @@ def _graph() -> nx.DiGraph:
     return graph
 
 
-def _makespan(graph: nx.DiGraph, scores: dict[str, float], threads: int = 2) -> float:
-    """A build's length when each free thread takes the ready node of the lowest score."""
+def _makespan(
+    graph: nx.DiGraph,
+    score: Callable[[str], Any],
+    threads: int = 2,
+    batch: Callable[[], None] = lambda: None,
+) -> float:
+    """A build's length when each free thread takes the ready node of the lowest score, each
+    node scored as it becomes ready (``batch`` called before each node's children are)."""
     waiting = {node: graph.in_degree(node) for node in graph}
-    ready = [(scores[n], n) for n, d in waiting.items() if d == 0]
+    ready = [(score(n), n) for n, d in waiting.items() if d == 0]
     heapq.heapify(ready)
     running: list[tuple[float, str]] = []
     now = 0.0
@@ -48,10 +56,11 @@ def _makespan(graph: nx.DiGraph, scores: dict[str, float], threads: int = 2) -> 
             _, node = heapq.heappop(ready)
             heapq.heappush(running, (now + SECONDS[node], node))
         now, done = heapq.heappop(running)
+        batch()
         for child in graph.successors(done):
             waiting[child] -= 1
             if waiting[child] == 0:
-                heapq.heappush(ready, (scores[child], child))
+                heapq.heappush(ready, (score(child), child))
     return now
 
 
@@ -66,29 +75,9 @@ def test_the_longest_chain_of_work_starts_first_and_the_build_ends_sooner():
     # dbt's own scores, the level from the sources, start the bills and the profile first (the
     # chain's head is at their levels, and later by name), and the chain waits 20 s for a thread.
     levels = {n: i for i, level in enumerate(nx.topological_generations(graph)) for n in level}
-    assert _makespan(graph, levels) == 61.0
-    assert _makespan(graph, scores) == 41.5  # the chain alone: the other tables fit beside it
-
-
-def _makespan_in_order(graph: nx.DiGraph, order: dbt_cli.ReadyOrder, threads: int = 2) -> float:
-    """A build's length when each free thread takes the first ready node in ``order`` (scored
-    as it becomes ready, as dbt's queue does)."""
-    waiting = {node: graph.in_degree(node) for node in graph}
-    ready = [(order.score(n), n) for n, d in waiting.items() if d == 0]
-    heapq.heapify(ready)
-    running: list[tuple[float, str]] = []
-    now = 0.0
-    while ready or running:
-        while ready and len(running) < threads:
-            _, node = heapq.heappop(ready)
-            heapq.heappush(running, (now + SECONDS[node], node))
-        now, done = heapq.heappop(running)
-        order.batch()
-        for child in graph.successors(done):
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                heapq.heappush(ready, (order.score(child), child))
-    return now
+    assert _makespan(graph, levels.__getitem__) == 61.0
+    # The chain alone: the other tables fit beside it.
+    assert _makespan(graph, scores.__getitem__) == 41.5
 
 
 def test_the_longest_chain_goes_first_and_the_rest_keeps_the_order_it_became_ready_in():
@@ -96,9 +85,9 @@ def test_the_longest_chain_goes_first_and_the_rest_keeps_the_order_it_became_rea
     seconds = SECONDS.__getitem__
     chain = {"stg_readings", "readings", "energy", "test_energy", "usage", "features"}
     assert dbt_cli.longest_chain(graph, seconds) == chain
-    assert (
-        _makespan_in_order(graph, dbt_cli.ReadyOrder(graph, seconds)) == 41.5
-    )  # the chain alone: the other tables fit beside it
+    order = dbt_cli.ReadyOrder(graph, seconds)
+    # The chain alone: the other tables fit beside it.
+    assert _makespan(graph, order.score, batch=order.batch) == 41.5
     # Off the chain, dbt's own first come, first served: the bills, ready at the start, go
     # before a profile heavier than they are that is ready later (behind its staging), where
     # ordering by the work behind each node would put the profile first.

@@ -1,4 +1,5 @@
-"""dbt's command line with one change: which ready model or test a free thread takes next.
+"""dbt's command line with two changes: which ready model or test a free thread takes next,
+and a DuckDB connection closed without a checkpoint (below).
 
 dbt scores each node by its level in the graph (its depth from the sources), and hands every
 node to its thread pool as soon as it is ready, first come, first served. A build then starts
@@ -70,10 +71,14 @@ def critical_path_scores(graph: nx.DiGraph, seconds: Callable[[str], float]) -> 
     return {node: -work for node, work in work_behind(graph, seconds).items()}
 
 
-def longest_chain(graph: nx.DiGraph, seconds: Callable[[str], float]) -> set[str]:
+def longest_chain(
+    graph: nx.DiGraph,
+    seconds: Callable[[str], float],
+    behind: Mapping[str, float] | None = None,
+) -> set[str]:
     """The nodes whose longest chain of work through them, before and after, is within
-    ``CRITICAL_SLACK`` of the build's longest."""
-    behind = work_behind(graph, seconds)
+    ``CRITICAL_SLACK`` of the build's longest (``behind``: ``work_behind``, if computed)."""
+    behind = behind if behind is not None else work_behind(graph, seconds)
     before: dict[str, float] = {}
     for node in nx.topological_sort(graph):
         before[node] = max(
@@ -92,7 +97,7 @@ class ReadyOrder:
 
     def __init__(self, graph: nx.DiGraph, seconds: Callable[[str], float]):
         self.behind = work_behind(graph, seconds)
-        self.chain = longest_chain(graph, seconds)
+        self.chain = longest_chain(graph, seconds, self.behind)
         self._batches = itertools.count()
         self._batch = next(self._batches)
 

@@ -380,10 +380,9 @@ def test_the_instance_stores_its_events_through_connections_it_keeps(tmp_path, m
 def test_the_event_log_storage_says_when_dagster_no_longer_has_what_it_builds_on(
     tmp_path, monkeypatch
 ):
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-
     from orchestration import event_log
 
-    monkeypatch.delattr(SqliteEventLogStorage, "_initdb")
+    # Dagster's class, through the one module that imports it from Dagster's internals.
+    monkeypatch.delattr(event_log.SqliteEventLogStorage, "_initdb")
     with pytest.raises(RuntimeError, match=r"no \['_initdb'\].*not the pinned one"):
         event_log.KeptOpenSqliteEventLogStorage(str(tmp_path / "runs"))

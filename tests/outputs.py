@@ -26,6 +26,7 @@ VOLATILE = bookkeeping_columns() | {
     "_loaded_at",
     "source_loaded_at",
     "built_at",
+    "staged_at",
     "quarantined_at",
     "artifact_path",
     "artifact_sha256",

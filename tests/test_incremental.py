@@ -228,11 +228,126 @@ def test_the_archive_and_bills_staging_rebuild_only_the_months_loaded_since(buil
     assert bill == (amount + 11, True)
 
 
+def test_payments_rebuild_only_the_payments_new_extracts_change(built, tmp_path):
+    # Landed after the build, in two loads: a reversal of a payment no extract holds yet; then
+    # that payment, a re-extract of an old payment with another amount, a new reversal of an
+    # old payment, and a re-extract of an old reversal as a plain payment (the payment it
+    # cancelled counts again). Beside them, two of fct_payments' rows are made stale (a
+    # customer's standing, a channel's label). Each incremental run must rewrite exactly the
+    # payments these change, and both tables end where a full rebuild ends.
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    run = ("run", "--quiet", "--select", "stg_fin__payments", "fct_payments")
+    staged, facts = "staging.stg_fin__payments", "marts.fct_payments"
+
+    def land(con: duckdb.DuckDBPyConnection, pay_sn: str, changes: str, like: str) -> None:
+        # A row as a later extract brings it, copied from payment `like`.
+        con.execute(
+            f"insert into raw.fin__payment select * replace ('{pay_sn}' as PAY_SN, {changes}, "
+            "'fin/payment/payment_29991231.csv' as _source_file, "
+            "now()::timestamp + interval 1 day as _loaded_at) "
+            "from raw.fin__payment where PAY_SN = ? qualify row_number() over () = 1",
+            [like],
+        )
+
+    def rewritten(con: duckdb.DuckDBPyConnection, table: str, since) -> list[str]:
+        stamp = "built_at" if table == staged else "staged_at"
+        return sorted(
+            r[0]
+            for r in con.execute(
+                f"select payment_id from {table} where {stamp} > ?", [since]
+            ).fetchall()
+        )
+
+    with duckdb.connect(str(warehouse)) as con:
+        (before,) = con.execute(f"select max(built_at) from {staged}").fetchone()
+        plain = [
+            r[0]
+            for r in con.execute(
+                f"select payment_id from {staged} where not is_reversal and not is_cancelled "
+                "and customer_id is not null order by payment_id limit 3"
+            ).fetchall()
+        ]
+        reversal, cancelled = con.execute(
+            f"select payment_id, reversed_payment_id from {staged} where is_reversal "
+            "and not is_unmatched_reversal and reversed_payment_id in (select "
+            f"reversed_payment_id from {staged} group by 1 having count(*) = 1) "
+            "order by payment_id limit 1"
+        ).fetchone()
+        land(con, "TEST-REV-ORPHAN", "'1' as REV_FLAG, 'TEST-LATE' as ORIG_PAY_SN", plain[0])
+    subprocess.run(dbt(warehouse, *run), check=True)
+    with duckdb.connect(str(warehouse)) as con:
+        assert rewritten(con, staged, before) == ["TEST-REV-ORPHAN"]
+        assert rewritten(con, facts, before) == ["TEST-REV-ORPHAN"]
+        assert con.execute(
+            f"select is_unmatched_reversal from {staged} where payment_id = 'TEST-REV-ORPHAN'"
+        ).fetchone() == (True,)
+        (first,) = con.execute(f"select max(built_at) from {staged}").fetchone()
+        land(con, "TEST-LATE", "'0' as REV_FLAG, null as ORIG_PAY_SN", plain[0])
+        land(con, plain[1], "PAY_AMT + 100 as PAY_AMT", plain[1])
+        land(con, "TEST-REV-NEW", f"'1' as REV_FLAG, '{plain[2]}' as ORIG_PAY_SN", plain[2])
+        land(con, reversal, "'0' as REV_FLAG, null as ORIG_PAY_SN", reversal)
+        # Stale rows of the facts: what the build must mend without new extracts.
+        known, labelled = con.execute(
+            f"select payment_id from {facts} where payment_id not in "
+            "('TEST-REV-ORPHAN', ?, ?, ?, ?) order by payment_id limit 2",
+            [*plain, reversal],
+        ).fetchall()
+        con.execute(
+            f"update {facts} set is_known_customer = not is_known_customer where payment_id = ?",
+            [known[0]],
+        )
+        con.execute(f"update {facts} set pay_channel = 'stale' where payment_id = ?", [labelled[0]])
+    subprocess.run(dbt(warehouse, *run), check=True)
+    changed = sorted(
+        ["TEST-LATE", "TEST-REV-ORPHAN", plain[1], "TEST-REV-NEW", plain[2], reversal, cancelled]
+    )
+    with duckdb.connect(str(warehouse)) as con:
+        assert rewritten(con, staged, first) == changed
+        assert rewritten(con, facts, first) == changed
+        rows = {
+            r[0]: r[1:]  # (net amount, cancelled, unmatched reversal)
+            for r in con.execute(
+                f"select payment_id, net_amount_yuan, is_cancelled, is_unmatched_reversal "
+                f"from {staged} where payment_id in ('TEST-REV-ORPHAN', ?, ?, ?)",
+                [plain[2], reversal, cancelled],
+            ).fetchall()
+        }
+    assert rows["TEST-REV-ORPHAN"][2] is False  # its payment has come
+    assert rows[plain[2]][:2] == (0, True)  # cancelled by the new reversal
+    assert rows[reversal][0] != 0 and rows[cancelled][1] is False  # a payment again
+
+    full = tmp_path / "full.duckdb"
+    shutil.copy(warehouse, full)
+    subprocess.run(dbt(full, *run, "--full-refresh"), check=True)
+    from bench.floor import disagreements
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"attach '{full}' as refreshed (read_only)")
+        for table in (staged, facts):
+            found = disagreements(
+                con, table, f"refreshed.{table}", ["payment_id"], ignore=["built_at", "staged_at"]
+            )
+            assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}, table
+            assert con.execute(
+                f"select (select count(*) from {table}) = (select count(*) from refreshed.{table})"
+            ).fetchone()[0], table
+
+    # Facts built before `staged_at` existed are rewritten whole once, and gain the column.
+    with duckdb.connect(str(full)) as con:
+        con.execute(f"alter table {facts} drop column staged_at")
+    subprocess.run(dbt(full, "run", "--quiet", "--select", "fct_payments"), check=True)
+    with duckdb.connect(str(full)) as con:
+        assert con.execute(
+            f"select count(*) = count(staged_at) and count(*) > 0 from {facts}"
+        ).fetchone()[0]
+
+
 def test_customer_features_rebuild_a_customer_from_the_first_month_its_inputs_changed(
     built, tmp_path
 ):
     # Four changes since the features were built: a new month (its rows missing), a payment of
-    # one customer in an old month withdrawn (a late correction), a month past a closed
+    # one customer in an old month withdrawn (a late reversal), a month past a closed
     # account's last (gone from the archive) and a customer no source knows. An incremental
     # run must rewrite exactly the rows they touch and end where a full rebuild ends. Every
     # kept row's kwh_12m is set to -1 first: a row still at -1 was not rewritten.
@@ -254,7 +369,16 @@ def test_customer_features_rebuild_a_customer_from_the_first_month_its_inputs_ch
             [last],
         ).fetchone()
         con.execute(f"delete from {table} where as_of_month = ?", [last])
-        con.execute("delete from raw.fin__payment where PAY_SN = ?", [pay_sn])
+        # Raw tables only grow: the payment is withdrawn by a reversal a later extract brings,
+        # paid the same moment (so the same month).
+        con.execute(
+            "insert into raw.fin__payment select * replace (PAY_SN || '-R' as PAY_SN, "
+            "'1' as REV_FLAG, PAY_SN as ORIG_PAY_SN, -PAY_AMT as PAY_AMT, "
+            "'fin/payment/payment_29991231.csv' as _source_file, 1 as _row_number, "
+            "now()::timestamp + interval 1 day as _loaded_at) "
+            "from raw.fin__payment where PAY_SN = ?",
+            [pay_sn],
+        )
         con.execute(
             f"insert into {table} select * replace (as_of_month + interval 1 month as as_of_month) "
             f"from {table} where customer_id = ? and as_of_month = ?",

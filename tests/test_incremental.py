@@ -343,6 +343,77 @@ def test_payments_rebuild_only_the_payments_new_extracts_change(built, tmp_path)
         ).fetchone()[0]
 
 
+# The models computed whole and written where they changed (macros/changed_rows.sql): their
+# schema, unique key, a change that makes a row stale, and a key value no build computes.
+WRITTEN_WHERE_CHANGED = {
+    "int_customer_months": (
+        "intermediate",
+        ["customer_id", "as_of_month"],
+        "district_code = 'stale'",
+        ("as_of_month", "date '1990-01-01'"),
+    ),
+    "fct_customer_outages": (
+        "marts",
+        ["customer_id", "outage_id"],
+        "outage_type_en = 'stale'",
+        ("outage_id", "'GONE'"),
+    ),
+}
+
+
+def test_tables_computed_whole_are_written_only_where_they_changed(built, tmp_path):
+    # In each table, one row made stale, one deleted and one added under a key no build
+    # computes. An incremental run must write back exactly the first two (every other row keeps
+    # its place in the table: its rowid), delete the third, and end where a full rebuild ends.
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.warehouse, warehouse)
+    run = ("run", "--quiet", "--select", *WRITTEN_WHERE_CHANGED)
+    touched = {}
+    with duckdb.connect(str(warehouse)) as con:
+        for model, (schema, keys, stale, (column, value)) in WRITTEN_WHERE_CHANGED.items():
+            table, key = f"{schema}.{model}", ", ".join(keys)
+            where = " and ".join(f"{k} = ?" for k in keys)
+            first, second = con.execute(
+                f"select {key} from {table} where {' and '.join(f'{k} is not null' for k in keys)} "
+                f"order by {key} limit 2"
+            ).fetchall()
+            con.execute(f"update {table} set {stale} where {where}", list(first))
+            con.execute(
+                f"insert into {table} select * replace ({value} as {column}) from {table} "
+                f"where {where}",
+                list(second),
+            )
+            con.execute(f"delete from {table} where {where}", list(second))
+            con.execute(
+                f"create table main.before_{model} as select {key}, rowid as kept_rowid "
+                f"from {table}"
+            )
+            touched[model] = sorted([first, second])
+    subprocess.run(dbt(warehouse, *run), check=True)
+    full = tmp_path / "full.duckdb"
+    shutil.copy(warehouse, full)
+    subprocess.run(dbt(full, *run, "--full-refresh"), check=True)
+    from bench.floor import disagreements
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(f"attach '{full}' as refreshed (read_only)")
+        for model, (schema, keys, _, (column, value)) in WRITTEN_WHERE_CHANGED.items():
+            table, key = f"{schema}.{model}", ", ".join(keys)
+            written = con.execute(
+                f"select {', '.join(f't.{k}' for k in keys)} from {table} as t "
+                f"left join main.before_{model} using ({key}) "
+                "where kept_rowid is distinct from t.rowid order by all"
+            ).fetchall()
+            assert written == touched[model], model
+            gone = con.execute(f"select count(*) from {table} where {column} = {value}")
+            assert gone.fetchone()[0] == 0, model
+            found = disagreements(con, table, f"refreshed.{table}", keys)
+            assert found == {"only_in_first": 0, "only_in_second": 0, "columns": {}}, model
+            assert con.execute(
+                f"select (select count(*) from {table}) = (select count(*) from refreshed.{table})"
+            ).fetchone()[0], model
+
+
 def test_customer_features_rebuild_a_customer_from_the_first_month_its_inputs_changed(
     built, tmp_path
 ):

@@ -1,5 +1,13 @@
 -- Outages attributed to the customers fed from the transformer area (TG_ID) at the time the
 -- outage started, per the archive history; closed accounts are not attributed.
+-- Computed whole, written where it changed (macros/changed_rows.sql).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_rows',
+    unique_key=['customer_id', 'outage_id'],
+    rebuild_marker='tg_id',
+    on_schema_change='append_new_columns',
+) }}
 with outages as (
     select * from {{ ref('stg_om__outages') }}
 ),
@@ -31,4 +39,4 @@ final as (
         and history.status_code <> '9'
 )
 
-select * from final
+{{ changed_rows() }}

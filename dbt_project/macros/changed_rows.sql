@@ -12,36 +12,26 @@
 
 
 {#- The model's SELECT over its CTE `final`, keyed by its `unique_key` (a list of columns): on
-    a full build every row; on an incremental one the computed rows that are new or differ from the kept row
-    of their key (a hash of the whole row), and, for each kept key no longer computed, a row
-    holding only the key (its `rebuild_marker`, a column never null in the table's rows, null),
-    which `replace_rows` deletes without inserting. One full join of the computed rows with the kept
-    keys and hashes: `final` is read once, the table's rows are hashed, not written. -#}
+    a full build every row; on an incremental one the computed rows that are new or differ
+    from the kept row of their key (a hash of the whole row), and, for each kept key no longer
+    computed, a row holding only the key (its `rebuild_marker`, a column never null in the
+    table's rows, null), which `replace_rows` deletes without inserting. One full join of the
+    computed rows with the kept keys and hashes: `final` is read once, the table's rows are
+    hashed, not written. -#}
 {% macro changed_rows(final='final') -%}
     {%- if is_incremental() -%}
-    {%- set keys = _key_columns() -%}
+    {%- set keys = key_columns(config.require('unique_key')) -%}
     select computed.* exclude (_row_hash) replace (
         {%- for k in keys %}coalesce(computed.{{ k }}, kept.{{ k }}) as {{ k }}{{ ', ' if not loop.last }}{% endfor -%}
     )
     from (select *, hash(computed) as _row_hash from {{ final }} as computed) as computed
     full join (
         select {% for k in keys %}{{ k }}, {% endfor %}hash(kept) as _row_hash from {{ this }} as kept
-    ) as kept on {{ _same_key('kept', 'computed', keys) }}
+    ) as kept on {{ same_key('kept', 'computed', keys) }}
     where computed._row_hash is distinct from kept._row_hash
     {%- else -%}
     select * from {{ final }}
     {%- endif -%}
-{%- endmacro %}
-
-
-{% macro _key_columns() -%}
-    {%- set keys = config.require('unique_key') -%}
-    {{- return([keys] if keys is string else keys) -}}
-{%- endmacro %}
-
-
-{% macro _same_key(left, right, keys) -%}
-    {% for k in keys %}{{ 'and ' if not loop.first }}{{ left }}.{{ k }} is not distinct from {{ right }}.{{ k }}{{ ' ' if not loop.last }}{% endfor %}
 {%- endmacro %}
 
 
@@ -50,12 +40,12 @@
     source's rows whose `rebuild_marker` is not null are inserted. -#}
 {% macro get_incremental_replace_rows_sql(arg_dict) -%}
     {%- set target, source = arg_dict['target_relation'], arg_dict['temp_relation'] -%}
-    {%- set keys = _key_columns() -%}
+    {%- set keys = key_columns(config.require('unique_key')) -%}
     {%- set marker = config.require('rebuild_marker') -%}
     {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     delete from {{ target }} as replaced
     using (select distinct {{ keys | join(', ') }} from {{ source }}) as rebuilt
-    where {% for k in keys %}{{ 'and ' if not loop.first }}replaced.{{ k }} is not distinct from rebuilt.{{ k }} {% endfor %};
+    where {{ same_key('replaced', 'rebuilt', keys) }};
 
     insert into {{ target }} ({{ columns }})
     select {{ columns }} from {{ source }} where {{ marker }} is not null

@@ -22,9 +22,6 @@
     {%- set key = key or business_key(table_name) -%}
     {%- set relation = source('raw', table_name) -%}
     {%- set only = 'where ' ~ where if where else '' -%}
-    {%- set same_key -%}
-        {% for column in key %}{{ 'and ' if not loop.first }}extracted.{{ column }} is not distinct from repeated.{{ column }} {% endfor %}
-    {%- endset -%}
     select extracted.*
     from {{ relation }} as extracted
     anti join (
@@ -38,7 +35,7 @@
                 {{ only }}
                 group by all
                 having count(*) > 1
-            ) as repeated on {{ same_key }}
+            ) as repeated on {{ same_key('extracted', 'repeated', key) }}
             {{ only }}
         )
         qualify row_number() over (

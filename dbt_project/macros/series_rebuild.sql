@@ -19,8 +19,8 @@
     that column null and `rebuild_date` the first date to rebuild, which is not inserted. -#}
 {% macro get_incremental_replace_from_sql(arg_dict) -%}
     {%- set target, source = arg_dict['target_relation'], arg_dict['temp_relation'] -%}
-    {%- set key, date = config.require('rebuild_key'), config.require('rebuild_date') -%}
-    {%- set keys = [key] if key is string else key -%}
+    {%- set keys = key_columns(config.require('rebuild_key')) -%}
+    {%- set date = config.require('rebuild_date') -%}
     {%- set marker = config.get('rebuild_marker') -%}
     {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     {%- set rebuild_from = date if marker else '_rebuild_from' -%}
@@ -39,8 +39,8 @@
         from {{ source }}
         group by {{ keys | join(', ') }}
     ) as rebuilt
-    where {% for k in keys %}replaced.{{ k }} is not distinct from rebuilt.{{ k }} and {% endfor -%}
-        replaced.{{ date }} >= rebuilt._rebuild_from
+    where {{ same_key('replaced', 'rebuilt', keys) }}
+        and replaced.{{ date }} >= rebuilt._rebuild_from
         {%- if earliest is not none %}
         and replaced.{{ date }} >= cast('{{ earliest }}' as date)
         {%- endif %};

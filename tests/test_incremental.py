@@ -6,6 +6,7 @@ Every test works on a copy of one warehouse built by a whole pipeline run (witho
 and publishing, which these tests never read) in this module's own process.
 """
 
+import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -343,34 +344,31 @@ def test_payments_rebuild_only_the_payments_new_extracts_change(built, tmp_path)
         ).fetchone()[0]
 
 
-# The models computed whole and written where they changed (macros/changed_rows.sql): their
-# schema, unique key, a change that makes a row stale, and a key value no build computes.
+# The models computed whole and written where they changed (macros/changed_rows.sql): a change
+# that makes a row stale, and a key value no build computes. Schema and key: the manifest's.
 WRITTEN_WHERE_CHANGED = {
-    "int_customer_months": (
-        "intermediate",
-        ["customer_id", "as_of_month"],
-        "district_code = 'stale'",
-        ("as_of_month", "date '1990-01-01'"),
-    ),
-    "fct_customer_outages": (
-        "marts",
-        ["customer_id", "outage_id"],
-        "outage_type_en = 'stale'",
-        ("outage_id", "'GONE'"),
-    ),
+    "int_customer_months": ("district_code = 'stale'", ("as_of_month", "date '1990-01-01'")),
+    "fct_customer_outages": ("outage_type_en = 'stale'", ("outage_id", "'GONE'")),
 }
 
 
-def test_tables_computed_whole_are_written_only_where_they_changed(built, tmp_path):
+def test_tables_computed_whole_are_written_only_where_they_changed(built, tmp_path, dbt_manifest):
     # In each table, one row made stale, one deleted and one added under a key no build
     # computes. An incremental run must write back exactly the first two (every other row keeps
     # its place in the table: its rowid), delete the third, and end where a full rebuild ends.
+    nodes = json.loads(dbt_manifest.read_text("utf-8"))["nodes"]
+    models = {
+        name: (node["schema"], node["config"]["unique_key"], *WRITTEN_WHERE_CHANGED[name])
+        for node in nodes.values()
+        if (name := node["name"]) in WRITTEN_WHERE_CHANGED and node["resource_type"] == "model"
+    }
+    assert set(models) == set(WRITTEN_WHERE_CHANGED)
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copy(built.warehouse, warehouse)
     run = ("run", "--quiet", "--select", *WRITTEN_WHERE_CHANGED)
     touched = {}
     with duckdb.connect(str(warehouse)) as con:
-        for model, (schema, keys, stale, (column, value)) in WRITTEN_WHERE_CHANGED.items():
+        for model, (schema, keys, stale, (column, value)) in models.items():
             table, key = f"{schema}.{model}", ", ".join(keys)
             where = " and ".join(f"{k} = ?" for k in keys)
             first, second = con.execute(
@@ -397,7 +395,7 @@ def test_tables_computed_whole_are_written_only_where_they_changed(built, tmp_pa
 
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f"attach '{full}' as refreshed (read_only)")
-        for model, (schema, keys, _, (column, value)) in WRITTEN_WHERE_CHANGED.items():
+        for model, (schema, keys, _, (column, value)) in models.items():
             table, key = f"{schema}.{model}", ", ".join(keys)
             written = con.execute(
                 f"select {', '.join(f't.{k}' for k in keys)} from {table} as t "

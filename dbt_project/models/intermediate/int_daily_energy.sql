@@ -259,3 +259,6 @@ final as (
 )
 
 select * from final
+{%- if not partial %}
+{{ month_clustered('energy_date') }}
+{%- endif %}

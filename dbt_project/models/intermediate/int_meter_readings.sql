@@ -250,3 +250,6 @@ final as (
 )
 
 select * from final
+{%- if not partial %}
+{{ month_clustered('reading_date') }}
+{%- endif %}

@@ -28,9 +28,17 @@ def compile_features(warehouse: Path, target_path: Path) -> dict:
     # count against the floor.
     from orchestration.assets.warehouse import DBT_PROJECT_DIR, dbt_command
 
-    # --full-refresh: the incremental models' full SQL, not this warehouse's next increment.
+    # --full-refresh: the incremental models' full SQL, not this warehouse's next increment;
+    # without the whole builds' month layout (macros/clustering.sql), which computes nothing.
     command = dbt_command(
-        warehouse, target_path, "compile", "--quiet", "--full-refresh", "--select", f"+{TARGET}"
+        warehouse,
+        target_path,
+        "compile",
+        "--quiet",
+        "--full-refresh",
+        "--select",
+        f"+{TARGET}",
+        extra_vars={"lay_out_by_month": False},
     )
     subprocess.run(command, check=True, cwd=DBT_PROJECT_DIR, stdout=subprocess.DEVNULL)
     return json.loads((target_path / "manifest.json").read_text())

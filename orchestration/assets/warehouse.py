@@ -95,9 +95,10 @@ def _row_hash(value: object, where: str) -> RowHash:
     )
 
 
-def warehouse_vars(warehouse: Path) -> str:
-    """dbt's --vars naming the warehouse (absolute: dbt runs in its project dir)."""
-    return json.dumps({"warehouse_path": str(warehouse.resolve())})
+def warehouse_vars(warehouse: Path, extra: Mapping[str, object] | None = None) -> str:
+    """dbt's --vars naming the warehouse (absolute: dbt runs in its project dir), with ``extra``
+    project vars."""
+    return json.dumps({"warehouse_path": str(warehouse.resolve()), **(extra or {})})
 
 
 def dbt_build_args(settings: Settings) -> list[str]:
@@ -124,9 +125,11 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else "finegrid-dbt"
 
 
-def dbt_command(warehouse: Path, target_dir: Path, *args: str) -> list[str]:
+def dbt_command(
+    warehouse: Path, target_dir: Path, *args: str, extra_vars: Mapping[str, object] | None = None
+) -> list[str]:
     """A dbt command line for a child process (benchmarks, tests) against ``warehouse``, with
-    its artifacts in ``target_dir``."""
+    its artifacts in ``target_dir`` and ``extra_vars`` beside the warehouse's path."""
     return [
         dbt_executable(),
         *args,
@@ -137,7 +140,7 @@ def dbt_command(warehouse: Path, target_dir: Path, *args: str) -> list[str]:
         "--target-path",
         str(target_dir),
         "--vars",
-        warehouse_vars(warehouse),
+        warehouse_vars(warehouse, extra_vars),
     ]
 
 

@@ -14,7 +14,7 @@
     compiled so, since a layout computes nothing, and its CTEs kept the sorts (the floor took
     43 s longer at 100,000 accounts, as long as the sorts added to the features stage). -#}
 {% macro month_clustered(date_column) -%}
-{%- if var('lay_out_by_month', true) -%}
+{%- if var('lay_out_by_month') -%}
 order by date_trunc('month', {{ date_column }})
 {%- endif -%}
 {%- endmacro %}

@@ -713,6 +713,9 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
         dbt_target_path(warehouse) / "compiled/finegrid/models/intermediate/int_daily_energy.sql"
     )
     read_from_a_day = []  # per increment: did the daily energy read the points from a day on?
+    usage_sql = compiled.with_name("int_customer_month_usage.sql")
+    # per increment: did the monthly usage read apart the days of customers it rebuilt whole?
+    read_whole_apart = []
 
     def increment(statements: list[str]) -> dict[str, int]:
         with duckdb.connect(str(warehouse)) as con:
@@ -720,6 +723,7 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
                 con.execute(sql)
         subprocess.run(dbt(warehouse, *run), check=True)
         read_from_a_day.append("where reading_date >= date" in compiled.read_text())
+        read_whole_apart.append("rebuild.rebuild_from = date '0001-01-01'" in usage_sql.read_text())
         full = tmp_path / "full.duckdb"
         shutil.copy(warehouse, full)
         subprocess.run(dbt(full, *run, "--full-refresh"), check=True)
@@ -853,6 +857,8 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
             f"and DISTRICT_CODE = '{district}'",
             f"update marts.dim_customer set district_code = '{other}' "
             f"where customer_id = '{moved_customer}'",
+            "create table held.forgotten as select * from marts.dim_customer "
+            f"where customer_id = '{forgotten}'",
             f"delete from marts.dim_customer where customer_id = '{forgotten}'",
         ]
     )
@@ -877,10 +883,28 @@ def test_incremental_energy_models_rebuild_only_what_new_readings_change(built, 
     changed = {(c, m) for c, m, *_ in usage() - usage_after}
     assert {c for c, _ in changed} == {second}
     assert len(changed) > 1
+    assert read_whole_apart[-1]  # its days before any other customer's rebuilt month
 
     moved = increment([reextract.format(value="PAP_R", cons_no="'9999999999'", n=2)])
     assert moved == {model: 0 for model in models}
     assert rebuilt_share() == 1.0
+
+    # The forgotten customer known again (rebuilt whole), while a late re-extract of the first
+    # day of the readings rebuilds another customer from the first month: none of its days
+    # lie before that month, so none are read apart (at 100k, a scan of 69 M days).
+    first_day = "(select min(DATA_DATE) from raw.ami__daily_reading)"
+    known_again = increment(
+        [
+            "insert into marts.dim_customer select * from held.forgotten",
+            "insert into raw.ami__daily_reading select * replace (PAP_R - 0.25 as PAP_R, "
+            "'ami/daily_reading/daily_reading_299912313.parquet' as _source_file, "
+            f"{later} + interval 3 hour as _loaded_at) from raw.ami__daily_reading "
+            f"where DATA_DATE = {first_day} order by METER_ID, _source_file desc limit 1",
+        ]
+    )
+    assert known_again == {model: 0 for model in models}
+    assert forgotten in {c for c, *_ in usage()}
+    assert not read_whole_apart[-1]
 
 
 def test_whole_builds_lay_the_day_tables_out_month_by_month(built):

@@ -52,7 +52,7 @@
             (
                 -- (a customer without days has no months, and nothing to rebuild). The few
                 -- new pairs first, then their days: checked for every customer, the days'
-                -- 75 M customer ids probed a table of 100,000 (at 100k 1.2 s of CPU, 0.45 s so).
+                -- 75 M customer ids probed a table of 100,000: 1.2 s of CPU at 100k, against 0.45 s.
                 select customer_id, district_code
                 from (
                     select customer_id, district_code from {{ ref('dim_customer') }}

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench import pandas_features  # noqa: E402
 from bench.floor import (  # noqa: E402
     FLOOR_TABLE,
+    OUT_OF_MEMORY,
     compile_features,
     feature_disagreements,
     floor_sql,
@@ -67,12 +68,18 @@ class Stage:
 
 def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, bool]:
     """Wall seconds, peak RSS (MiB) of the process and the children it waited for, success."""
+    seconds, rss, code = timed_exit(command, env, log)
+    return seconds, rss, code == 0
+
+
+def timed_exit(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
+    """``timed``, with the process's exit code instead of whether it succeeded."""
     started = time.perf_counter()
     with log.open("a") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    return seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status) == 0
+    return seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
 def count(warehouse: Path, sql: str) -> int:
@@ -129,7 +136,14 @@ def pandas_baseline(root: Path, env: dict[str, str], log: Path, feature_seconds:
     return result
 
 
-def bench_size(accounts: int, months: int, root: Path, memory_limit: str, pandas_max: int) -> dict:
+def bench_size(
+    accounts: int,
+    months: int,
+    root: Path,
+    memory_limit: str,
+    pandas_max: int,
+    floor_retry_limit: str,
+) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     instance = instance_env(root, os.environ.get("PII_KEY") or "0" * 64)
@@ -181,23 +195,14 @@ def bench_size(accounts: int, months: int, root: Path, memory_limit: str, pandas
     # The floor: compiled outside the clock, run in a child process like the stages.
     manifest = compile_features(warehouse, root / "floor_target")
     (root / "floor.sql").write_text(floor_sql(manifest))
-    floor_run = [PY, "-c", FLOOR_RUNNER, str(warehouse), str(root / "floor.sql")]
-    floor_seconds, floor_rss, floor_ok = timed(floor_run, env, log)
     feature_stage = next(s for s in stages if s.name == "features")
-    floor = {
-        "seconds": round(floor_seconds, 1),
-        "peak_rss_mib": round(floor_rss, 1),
-        "ok": floor_ok,
-    }
-    # A floor that fails is reported, and the size's other figures are still measured: its one
-    # statement spills far more than the platform's models (38 GiB of temporary files at
-    # 1,000,000 accounts × 4 months), so on a smaller disk it runs out where they do not.
-    if floor_ok:
+    floor = measure_floor(env, root / "floor.sql", log, floor_retry_limit)
+    if floor["ok"]:
         with duckdb.connect(str(warehouse), read_only=True) as con:
             floor["disagreements"] = feature_disagreements(
                 con, "marts.customer_features", FLOOR_TABLE
             )
-        floor["features_vs_floor"] = round(feature_stage.seconds / floor_seconds, 2)
+        floor["features_vs_floor"] = round(feature_stage.seconds / floor["seconds"], 2)
     if accounts <= pandas_max:
         baseline = pandas_baseline(root, env, log, feature_stage.seconds)
     else:
@@ -257,14 +262,32 @@ def one_run(env: dict[str, str], log: Path, staged: Path) -> dict:
     return result
 
 
-FLOOR_RUNNER = """
-import sys
-from pathlib import Path
-sys.path.insert(0, ".")
-from bench.floor import run_floor
-from orchestration.settings import Settings
-run_floor(Path(sys.argv[1]), Path(sys.argv[2]).read_text(), Settings.from_env().duckdb_config)
-"""
+def measure_floor(env: dict[str, str], sql: Path, log: Path, retry_limit: str) -> dict:
+    """The floor, timed, at the stages' memory limit; if DuckDB runs out of memory there, once
+    more at ``retry_limit``, with the first attempt's seconds reported beside the second's.
+
+    The floor is one statement: every model's operators at once, where the platform runs them
+    one model at a time. At 1,000,000 accounts × 4 months it needs more than the 4 GiB the
+    platform's stages complete in, and a floor that runs out of memory measures nothing. Given
+    more memory it spills less, so its time is, if anything, a stricter floor.
+    """
+    command = [PY, "bench/floor.py", env["WAREHOUSE_PATH"], str(sql)]
+    seconds, rss, code = timed_exit(command, env, log)
+    limit = env["DUCKDB_MEMORY_LIMIT"]
+    result: dict = {}
+    if code == OUT_OF_MEMORY and retry_limit:
+        result["out_of_memory"] = {"memory_limit": limit, "seconds": round(seconds, 1)}
+        limit = retry_limit
+        seconds, rss, code = timed_exit(command, {**env, "DUCKDB_MEMORY_LIMIT": limit}, log)
+    # A floor that fails otherwise is reported, and the size's other figures are still
+    # measured: its one statement spills far more than the platform's models (38 GiB of
+    # temporary files at 1,000,000 accounts × 4 months), so on a small disk it fails first.
+    return result | {
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(rss, 1),
+        "memory_limit": limit,
+        "ok": code == 0,
+    }
 
 
 def by_part(parts: dict[str, float], seconds: float) -> str:
@@ -296,6 +319,12 @@ def table(results: list[dict]) -> str:
             against = f"features/floor {floor['features_vs_floor']:.2f}× ({agree})"
         else:
             against = "FAILED (see bench.log)"
+        if "out_of_memory" in floor:
+            first = floor["out_of_memory"]
+            against += (
+                f"; at {floor['memory_limit']}, after running out of memory at "
+                f"{first['memory_limit']} in {first['seconds']:.1f} s"
+            )
         increment = r["increment"]
         lines.append(
             f"{r['accounts']:>9,}  end to end {r['end_to_end_seconds']:>7.1f} s ({r['months']} "
@@ -350,6 +379,12 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "data" / "bench")
     p.add_argument("--memory-limit", default="4GiB", help="DuckDB's memory_limit, every stage")
     p.add_argument(
+        "--floor-retry-memory-limit",
+        default="12GiB",
+        help="DuckDB's memory_limit for the floor's second try, if it runs out of memory at "
+        "--memory-limit (as it does at 1,000,000 accounts); empty: no second try",
+    )
+    p.add_argument(
         "--pandas-max",
         type=int,
         default=10000,
@@ -363,7 +398,12 @@ def main() -> int:
     for accounts in sizes:
         results.append(
             bench_size(
-                accounts, args.months, args.out / f"n{accounts}", args.memory_limit, args.pandas_max
+                accounts,
+                args.months,
+                args.out / f"n{accounts}",
+                args.memory_limit,
+                args.pandas_max,
+                args.floor_retry_memory_limit,
             )
         )
         (args.out / "bench.json").write_text(json.dumps(results, indent=2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +21,9 @@ import duckdb
 
 TARGET = "customer_features"
 FLOOR_TABLE = "bench.customer_features_floor"
+# The exit code of `python bench/floor.py` when DuckDB runs out of memory: the bench then runs
+# the floor again with more (bench_pipeline.py, --floor-retry-memory-limit).
+OUT_OF_MEMORY = 3
 
 
 def compile_features(warehouse: Path, target_path: Path) -> dict:
@@ -92,6 +96,20 @@ def run_floor(warehouse: Path, sql: str, config: dict[str, str | int] | None = N
         con.execute(sql)
 
 
+def main(argv: list[str]) -> int:
+    """``python bench/floor.py WAREHOUSE FLOOR.sql``: the floor with the platform's DuckDB
+    settings (``DUCKDB_MEMORY_LIMIT`` …), in a process of its own so the bench can time it."""
+    from orchestration.settings import Settings
+
+    warehouse, sql = Path(argv[0]), Path(argv[1]).read_text()
+    try:
+        run_floor(warehouse, sql, Settings.from_env().duckdb_config)
+    except duckdb.OutOfMemoryException as error:
+        print(f"the floor ran out of memory: {error}", file=sys.stderr)
+        return OUT_OF_MEMORY
+    return 0
+
+
 def differing(column: str, numeric: bool = True) -> str:
     """``count(…) as column``: rows of ``x`` and ``y`` whose ``column`` differs; numbers to within
     1e-9 relative (DuckDB sums doubles in parallel, in no fixed order)."""
@@ -141,3 +159,8 @@ def feature_disagreements(con: duckdb.DuckDBPyConnection, a: str, b: str) -> dic
     from ml.config import bookkeeping_columns
 
     return disagreements(con, a, b, FEATURE_KEYS, ignore=bookkeeping_columns())
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main(sys.argv[1:]))

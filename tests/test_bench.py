@@ -1,0 +1,107 @@
+"""The benchmark's own logic: what it does when its floor runs out of memory (bench/).
+
+The figures themselves come from `make bench`, never from a timed test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from bench.bench_pipeline import measure_floor, table
+from bench.floor import FLOOR_TABLE
+
+# A statement DuckDB cannot spill: a list aggregate's state stays in memory. It runs out at
+# 16 MiB and completes at 1 GiB, as the real floor runs out at 4 GiB at 1,000,000 accounts.
+NEEDS_MEMORY = (
+    f"create or replace table {FLOOR_TABLE} as select list(i) as l from range(4000000) t(i)"
+)
+
+
+def floor_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
+        "DUCKDB_MEMORY_LIMIT": "16MiB",
+    }
+
+
+def write_sql(tmp_path: Path, sql: str) -> Path:
+    path = tmp_path / "floor.sql"
+    path.write_text(sql)
+    return path
+
+
+def test_a_floor_out_of_memory_is_run_again_with_more(tmp_path: Path) -> None:
+    env = floor_env(tmp_path)
+    floor = measure_floor(env, write_sql(tmp_path, NEEDS_MEMORY), tmp_path / "bench.log", "1GiB")
+
+    assert floor["ok"], (tmp_path / "bench.log").read_text()
+    assert floor["memory_limit"] == "1GiB"
+    assert floor["out_of_memory"]["memory_limit"] == "16MiB"
+    assert floor["out_of_memory"]["seconds"] > 0
+    assert "ran out of memory" in (tmp_path / "bench.log").read_text()
+    with duckdb.connect(env["WAREHOUSE_PATH"], read_only=True) as con:
+        assert con.execute(f"select len(l) from {FLOOR_TABLE}").fetchone()[0] == 4_000_000
+
+
+def test_without_a_retry_limit_the_floor_out_of_memory_is_a_failure(tmp_path: Path) -> None:
+    floor = measure_floor(
+        floor_env(tmp_path), write_sql(tmp_path, NEEDS_MEMORY), tmp_path / "bench.log", ""
+    )
+
+    assert not floor["ok"]
+    assert floor["memory_limit"] == "16MiB"
+    assert "out_of_memory" not in floor
+
+
+@pytest.mark.parametrize("sql", ["create table bench.x as select nonsense from nowhere"])
+def test_a_floor_failing_otherwise_is_not_run_again(tmp_path: Path, sql: str) -> None:
+    floor = measure_floor(
+        floor_env(tmp_path), write_sql(tmp_path, sql), tmp_path / "bench.log", "1GiB"
+    )
+
+    assert not floor["ok"]
+    assert floor["memory_limit"] == "16MiB"
+    assert "out_of_memory" not in floor
+    assert "Catalog Error" in (tmp_path / "bench.log").read_text()
+
+
+def test_the_table_says_at_what_limit_the_floor_ran(tmp_path: Path) -> None:
+    increment = {
+        "seconds": 10.0,
+        "share_of_full_run": 0.1,
+        "parts": {},
+        "ml_and_publish_share": 0.05,
+    }
+    result = {
+        "accounts": 1_000_000,
+        "months": 4,
+        "stages": [
+            {
+                "name": "features",
+                "seconds": 400.0,
+                "rows": 1,
+                "rows_per_second": 0,
+                "peak_rss_mib": 1.0,
+                "warehouse_mib": 1.0,
+            }
+        ],
+        "end_to_end_seconds": 400.0,
+        "peak_rss_mib": 1.0,
+        "floor": {
+            "ok": True,
+            "seconds": 800.0,
+            "memory_limit": "12GiB",
+            "out_of_memory": {"memory_limit": "4GiB", "seconds": 242.0},
+            "disagreements": {"only_in_first": 0, "only_in_second": 0, "columns": {}},
+            "features_vs_floor": 0.5,
+        },
+        "increment": increment,
+        "one_run": {"ok": False, "seconds": 1.0},
+        "pandas": {"skipped": "too many"},
+    }
+
+    assert "at 12GiB, after running out of memory at 4GiB in 242.0 s" in table([result])

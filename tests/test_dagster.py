@@ -80,6 +80,23 @@ def test_a_backfill_by_month_reaches_everything_and_builds_the_warehouse_once(de
         assert any(graph.get(p).partitions_def for p in node.parent_keys), node.key
 
 
+def test_loading_the_definitions_leaves_the_models_library_unimported(dbt_manifest):
+    """Every Dagster run process loads the definitions; scikit-learn and matplotlib (~1.5 s)
+    are imported only by the steps that fit models or draw charts."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from orchestration.definitions import build_definitions\n"
+        f"build_definitions(Path({str(dbt_manifest)!r}))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib'}))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_importing_the_code_location_reads_no_manifest(monkeypatch):
     """The module declares a loader; the manifest is read only when Dagster asks for it."""
     import orchestration.assets.warehouse as warehouse

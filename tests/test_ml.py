@@ -14,6 +14,7 @@ from ml import segmentation as seg_lib
 from ml.config import CONFIG_DIR, ConfigError, feature_catalogue, load_config
 from ml.explain import explain, label
 from ml.mapping import assign_segments
+from ml.months import add_month, training_month
 from ml.preprocess import Preprocessor
 from ml.registry import ArtifactError, load_artifact, save_artifact
 from ml.segmentation import bootstrap_stability, choose_k
@@ -266,7 +267,7 @@ def test_labels_look_ahead_three_months_and_stop_where_the_data_stops():
 
 
 def test_the_model_of_a_month_is_trained_as_of_the_schedules_last_training_month():
-    month = risk_lib.training_month
+    month = training_month
     # Every three months: as of January, April, July and October.
     assert [month(date(2025, m, 1), 3) for m in (7, 8, 9, 10)] == [date(2025, 7, 1)] * 3 + [
         date(2025, 10, 1)
@@ -284,7 +285,7 @@ def test_the_time_split_keeps_the_holdout_out_of_training():
     assert split.calibration_month == date(2024, 6, 1)
     assert split.train_months == [date(2024, 3, 1), date(2024, 4, 1), date(2024, 5, 1)]
     # No training or calibration label window (month + 1 … month + 3) reaches the holdout's.
-    assert risk_lib.add_month(split.calibration_month, 3) <= split.holdout_months[0]
+    assert add_month(split.calibration_month, 3) <= split.holdout_months[0]
     assert split.score_month == date(2025, 2, 1)
     with pytest.raises(ValueError, match="at least 9 labelled months"):
         risk_lib.time_split(risk_lib.add_labels(_history(20, 10), 30, 3), 3, 2)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ml.config import ConfigError
-from ml.risk import add_month
+from ml.months import add_month
 from orchestration.ingest.pii import attach_vault
 from orchestration.publish.campaigns import (
     TARGET_LABELS,

@@ -11,34 +11,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
 import polars as pl
 
-from ml import plots
-from ml import segmentation as seg
 from ml.config import load_config
-from ml.pipeline import (
-    GateResult,
-    nan_to_none,
-    risk_gate,
-    run_segmentation,
-    score_risk,
-    segment_change_share,
-    segment_gate,
-    segmentation_frame,
-    train_risk,
-)
-from ml.registry import load_artifact, save_artifact
-from ml.risk import NotEnoughHistory, RiskModel, training_month
+from ml.months import training_month
 from orchestration.assets.ingestion import LEDGER_KEY
 from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
 from orchestration.partitions import MONTHS, key_month
 from orchestration.publish.files import replaced
 from orchestration.publish.frames import table_exists
 from orchestration.resources import FinegridResource
+
+# The models' library is imported by the functions that run them, not with this module:
+# scikit-learn and matplotlib take ~1.5 s to import, and every process that loads the
+# platform's definitions (each Dagster run, the ingestion and warehouse runs too) would pay it.
+if TYPE_CHECKING:
+    from ml.pipeline import GateResult
+    from ml.risk import RiskModel
 
 FEATURES = dg.AssetKey(["marts", "customer_features"])
 RISK = dg.AssetKey(["ml", "risk_scores"])
@@ -105,7 +98,9 @@ def record_run(con: duckdb.DuckDBPyConnection, row: dict) -> None:
     )
 
 
-def _check(result: GateResult, asset: dg.AssetKey) -> dg.AssetCheckResult:
+def _check(result: "GateResult", asset: dg.AssetKey) -> dg.AssetCheckResult:
+    from ml.pipeline import nan_to_none
+
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=result.name,
@@ -151,6 +146,8 @@ def _registered_model(
     version, loaded from the registry with its hash checked (a changed file raises
     ``ArtifactError``); None when there is none, or its file is gone or lies outside today's
     ``MODEL_DIR`` (the month then trains it again)."""
+    from ml.registry import load_artifact
+
     if not table_exists(con, "ml", "model_runs"):
         return None
     info = con.execute("SELECT name FROM pragma_table_info('ml.model_runs')").fetchall()
@@ -179,9 +176,12 @@ def _train_as_of(
     trained_as_of: date,
     month: date,
     log: dg.DagsterLogManager,
-) -> tuple[RiskModel, date]:
+) -> tuple["RiskModel", date]:
     """Train on the months up to ``trained_as_of``; when they hold too little history, as of the
     scored month itself (which raises ``NotEnoughHistory`` in turn)."""
+    from ml.pipeline import train_risk
+    from ml.risk import NotEnoughHistory
+
     try:
         model = train_risk(features.filter(pl.col("as_of_month") <= trained_as_of), config)
     except NotEnoughHistory as exc:
@@ -259,6 +259,11 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
 def risk_scores(
     context: dg.AssetExecutionContext, finegrid: FinegridResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    from ml import plots
+    from ml.pipeline import nan_to_none, risk_gate, score_risk
+    from ml.registry import save_artifact
+    from ml.risk import NotEnoughHistory
+
     config = load_config("risk")
     settings = finegrid.settings()
     month = key_month(context.partition_key)
@@ -379,6 +384,17 @@ def risk_scores(
 def customer_segments(
     context: dg.AssetExecutionContext, finegrid: FinegridResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    from ml import plots
+    from ml import segmentation as seg
+    from ml.pipeline import (
+        nan_to_none,
+        run_segmentation,
+        segment_change_share,
+        segment_gate,
+        segmentation_frame,
+    )
+    from ml.registry import save_artifact
+
     config, mapping = load_config("segmentation"), load_config("segment_mapping")
     thresholds = load_config("risk")["gate"]
     settings = finegrid.settings()

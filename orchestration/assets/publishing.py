@@ -15,7 +15,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from ml.risk import add_month
+from ml.months import add_month
 from orchestration.assets.models import FEATURES, PROFILES, RISK, SEGMENTS, replace_rows
 from orchestration.assets.policies import RETRY, RUN_PER_MONTH, WRITER_POOL, pii_key
 from orchestration.ingest.pii import attach_vault
@@ -32,7 +32,6 @@ from orchestration.publish.frames import (
     customer_months,
     table_exists,
 )
-from orchestration.publish.report import write_report
 from orchestration.publish.rules import (
     campaign_fields,
     contact_labels,
@@ -472,6 +471,10 @@ def _target_checks(con, targets: pl.DataFrame, frame: pl.DataFrame, campaigns: d
     **PER_MONTH,
 )
 def report(context: dg.AssetExecutionContext, finegrid: FinegridResource) -> dg.MaterializeResult:
+    # Imported when it runs: matplotlib is 0.3 s of every run process's start otherwise (see
+    # orchestration/assets/models.py).
+    from orchestration.publish.report import write_report
+
     settings = finegrid.settings()
     month = key_month(context.partition_key)
     with finegrid.connect(read_only=True) as con:

@@ -14,7 +14,7 @@ from datetime import date
 import polars as pl
 
 from ml.mapping import condition
-from ml.risk import add_month
+from ml.months import add_month
 
 TAG_COLUMNS = ("customer_id", "tag_code", "value", "as_of_month")
 

@@ -522,3 +522,40 @@ def test_the_ledger_summary_counts_a_months_files_and_names_the_extracts_it_lack
     assert summary["missing"] == {"202502": names[:2]}
     # A month nothing has arrived for lacks every extract.
     assert ledger_summary(con, list(CONTRACTS.values()), ["202504"])["missing"] == {"202504": names}
+
+
+def test_the_vault_keeps_each_accounts_latest_values(tmp_path):
+    """An account twice in one archive file: its last record's values, an empty one included,
+    win. A month loaded after a later one does not overwrite what the later month holds."""
+    from orchestration.ingest.loader import ingest_extract
+    from orchestration.ingest.pii import attach_vault
+    from tests.landing import text_file
+
+    contract = CONTRACTS["mkt__cons_archive"]
+    header = [c.name for c in contract.columns]
+    values = "0000000001,董宁,100,AC02202,T00,1,14.0,420106004,TG42010600039,x,x,x,0,Y,20180316,"
+    valid = dict(zip(header, values.split(","), strict=True))
+
+    def archive(day: str, period: str, *mobiles: str) -> None:
+        rows = [[{**valid, "MOBILE": m, "ADDR": f"{day} 路"}[h] for h in header] for m in mobiles]
+        data = text_file(contract, header, rows)
+        put(tmp_path / "landing", contract, day, data, marker(data, len(rows), period, day))
+
+    con = duckdb.connect()
+    attach_vault(con, tmp_path / "vault.duckdb", PII_KEY)
+
+    def vault() -> dict[str, tuple[str | None, str]]:
+        found = con.execute("SELECT column_name, value, period FROM vault.customer_pii").fetchall()
+        return {name: (value, period) for name, value, period in found}
+
+    archive("20250201", "202501", "13800000001", "13800000002")
+    archive("20250401", "202503", "13800000003", "")
+    outcomes = [f.status for f in ingest_extract(con, tmp_path / "landing", contract).files]
+    assert outcomes == ["loaded", "loaded"], outcomes
+    assert vault()["MOBILE"] == (None, "202503")  # the last record's empty value
+    assert vault()["ADDR"] == ("20250401 路", "202503")
+    archive("20250301", "202502", "13800000009")  # February, late
+    ingest_extract(con, tmp_path / "landing", contract)
+    assert vault()["MOBILE"] == (None, "202503")
+    assert vault()["ADDR"] == ("20250401 路", "202503")
+    con.close()

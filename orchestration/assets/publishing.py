@@ -139,13 +139,21 @@ def _write_tags(
 
 
 def _tag_history(
-    con: duckdb.DuckDBPyConnection, changed: list[date], whole: bool, latest: date
+    con: duckdb.DuckDBPyConnection,
+    tags: pl.DataFrame,
+    changed: list[date],
+    whole: bool,
+    latest: date,
 ) -> pl.DataFrame:
-    """The tag history once the tags of the ``changed`` months are written: made from every
-    month's tags when they were all evaluated (``whole``), else the stored history extended
-    from the first changed month (reading 7.9 M tags at 100,000 accounts took most of the
-    step's 5.7 s). Nothing changed, it is extended from the month after the latest."""
-    if whole or not table_exists(con, "publish", "customer_tag_history"):
+    """The tag history once the ``tags`` of the ``changed`` months are written: made from
+    every month's tags when they were all evaluated (``whole``: ``tags`` is what the table now
+    holds; reading its 7.4 M rows back at 100,000 accounts took 9.7 s of the step's 21 s,
+    against 2.0 s for the history itself), else the stored history extended from the first
+    changed month (reading 7.9 M tags took most of the step's 5.7 s). Nothing changed, it is
+    extended from the month after the latest."""
+    if whole:
+        return tag_history(tags, latest)
+    if not table_exists(con, "publish", "customer_tag_history"):
         return tag_history(con.execute("SELECT * FROM publish.customer_tags").pl(), latest)
     first = min(changed) if changed else add_month(latest, 1)
     history = con.execute("SELECT * FROM publish.customer_tag_history").pl()
@@ -207,7 +215,7 @@ def customer_tags(context: dg.AssetExecutionContext, finegrid: FinegridResource)
             con.register("inputs", _fingerprint_frame(current, digest))
             con.execute("CREATE OR REPLACE TABLE ops.tag_input_months AS SELECT * FROM inputs")
             con.unregister("inputs")
-            history = _tag_history(con, evaluate + drop, stored is None, latest)
+            history = _tag_history(con, tags, evaluate + drop, stored is None, latest)
             rows, now = _tags_now(con, latest)
             replace_table(con, "publish.tag_catalogue", catalogue)
             replace_table(con, "publish.customer_tag_history", history)

@@ -269,8 +269,8 @@ def measure_floor(env: dict[str, str], sql: Path, log: Path, retry_limit: str) -
     The floor is one statement: every model's operators at once, where the platform runs them
     one model at a time. At 1,000,000 accounts × 4 months it once ran out of the 4 GiB the
     platform's stages complete in (701f173; it completed at 9584034), and a floor that runs
-    out of memory measures nothing. Given
-    more memory it spills less, so its time is, if anything, a stricter floor.
+    out of memory measures nothing. Given more memory it spills less, so its time is, if
+    anything, a stricter floor.
     """
     command = [PY, "bench/floor.py", env["WAREHOUSE_PATH"], str(sql)]
     seconds, rss, code = timed_exit(command, env, log)

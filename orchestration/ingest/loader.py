@@ -473,7 +473,7 @@ def _to_vault(
     """Personal data to the vault: latest value per account, quarantined records, raw text."""
     src = literal(file.relative)
     if vaulted:
-        key = ident(contract.business_key[0])
+        account = f"trim(CAST({ident(contract.business_key[0])} AS VARCHAR))"
         pairs = ", ".join(
             f"{{'name': {literal(c)}, 'value': CAST({ident(c)} AS VARCHAR)}}" for c in vaulted
         )
@@ -483,11 +483,9 @@ def _to_vault(
         con.execute(
             f"""INSERT INTO vault.customer_pii
                 SELECT k, c.name, c.value, {literal(marker.period)}, {src}, {ROW_NUMBER}
-                FROM (SELECT trim(CAST({key} AS VARCHAR)) AS k, {ROW_NUMBER},
-                             unnest([{pairs}]) AS c
-                      FROM _staged WHERE len(_reasons) = 0 AND {key} IS NOT NULL
-                      QUALIFY {ROW_NUMBER} = max({ROW_NUMBER})
-                          OVER (PARTITION BY trim(CAST({key} AS VARCHAR))))
+                FROM (SELECT {account} AS k, {ROW_NUMBER}, unnest([{pairs}]) AS c
+                      FROM _staged WHERE len(_reasons) = 0 AND {account} IS NOT NULL
+                      QUALIFY {ROW_NUMBER} = max({ROW_NUMBER}) OVER (PARTITION BY {account}))
                 ON CONFLICT (cons_no, column_name) DO UPDATE SET value = excluded.value,
                     period = excluded.period, source_file = excluded.source_file,
                     row_number = excluded.row_number

@@ -8,7 +8,12 @@ import pytest
 from data_contracts import load_contracts
 from orchestration.ingest import landing as lz
 from orchestration.ingest.loader import ensure_ops
-from orchestration.ingest.readers import UnreadableFile, read_csv
+from orchestration.ingest.readers import (
+    UnreadableFile,
+    _read_csv_records,
+    _read_unquoted_csv,
+    read_csv,
+)
 from orchestration.ingest.reconcile import ledger_problems, ledger_summary, unaccounted_files
 from tests.conftest import PII_KEY, ingest_all
 from tests.landing import marker, put
@@ -290,6 +295,64 @@ def test_csv_records_with_the_wrong_field_count_are_bad_records_with_their_line(
     assert parsed.records == 2 and parsed.table.num_rows == 1
     assert parsed.bad[0].row_number == 2 and parsed.bad[0].line == 4
     assert "2 fields" in parsed.bad[0].reason
+
+
+OUTAGE_HEADER = "OUTAGE_ID,TG_ID,START_TIME,END_TIME,OUTAGE_TYPE,CAUSE"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{OUTAGE_HEADER}\nT1,TG1,2025-01-01 00:00:00,,故障, tree fell \nT2,TG2,x,y,z,\n",
+        f"{OUTAGE_HEADER}\r\nT1,TG1,a,,b,c\r\nT2,,,,,\r\n",  # CRLF; a record of empty values
+        f"{OUTAGE_HEADER}\nT1,TG1,a,b,c,d",  # no newline after the last record
+        " OUTAGE_ID , TG_ID,START_TIME,END_TIME,OUTAGE_TYPE,CAUSE\n",  # padded header, no record
+        f"\ufeff{OUTAGE_HEADER}\nT1,TG1,a,b,c,d\n",  # a BOM the contract's encoding kept
+    ],
+)
+def test_csv_without_quotes_is_read_by_arrow_exactly_as_record_by_record(text):
+    contract = CONTRACTS["om__outage"]
+    fast, slow = _read_unquoted_csv(text, contract), _read_csv_records(text, contract)
+    assert fast is not None
+    assert (fast.columns, fast.records, fast.bad) == (slow.columns, slow.records, slow.bad)
+    assert fast.table.schema == slow.table.schema
+    assert fast.table.to_pylist() == slow.table.to_pylist()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'{OUTAGE_HEADER}\nT1,TG1,a,,b,"tree\nfell"\n',  # quoted: a record may span lines
+        f'{OUTAGE_HEADER}\nT1,TG1,a,,b,"tree"\n',  # quotes that Python's parser removes
+        f"{OUTAGE_HEADER}\nT1,TG1,a,b,c,d\n\nT2,TG1,a,b,c,d\n",  # a blank line
+        f"{OUTAGE_HEADER}\nT1,TG1\nT2,TG1,a,b,c,d\n",  # a short record
+        f"{OUTAGE_HEADER}\nT1,TG1,a,b,c,d,e\n",  # a long one
+        f"{OUTAGE_HEADER}\nT1,TG1,a,b\x00,c,d\n",  # NUL
+        f"{OUTAGE_HEADER}\rT1,TG1,a,b,c,d\r",  # lone carriage returns
+        OUTAGE_HEADER,  # a header and nothing else
+        "OUTAGE_ID,OUTAGE_ID\nT1,T2\n",  # a repeated name
+        f"{OUTAGE_HEADER}\nT1,TG1,a,b,c,{'x' * 200_000}\n",  # past Python's field size limit
+    ],
+)
+def test_csv_arrow_cannot_read_as_python_would_is_left_to_python(text):
+    assert _read_unquoted_csv(text, CONTRACTS["om__outage"]) is None
+
+
+def test_a_gbk_file_without_quotes_reads_its_nulls_rows_and_lines(tmp_path):
+    contract = CONTRACTS["mkt__monthly_bill"]
+    header = ",".join(contract.column_names)
+    width = len(contract.column_names)
+    f = tmp_path / "monthly_bill_20250101.csv"
+    f.write_bytes(
+        (f"{header}\n" + ",".join(["0000000001", "电费"] + [""] * (width - 2)) + "\n").encode("gbk")
+        + (",".join(["0000000002"] + ["1"] * (width - 1)) + "\n").encode("gbk")
+    )
+    parsed = read_csv(f, contract)
+    rows = parsed.table.to_pylist()
+    assert parsed.records == 2 and parsed.bad == []
+    assert [r["_row_number"] for r in rows] == [1, 2] and [r["_line"] for r in rows] == [2, 3]
+    assert rows[0][contract.column_names[1]] == "电费"
+    assert rows[0][contract.column_names[2]] is None  # the contract's null value ""
 
 
 def test_an_unterminated_quote_makes_the_file_unreadable(tmp_path):

@@ -14,7 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from data_contracts import Contract
@@ -58,6 +61,61 @@ def _decode(path: Path, data: bytes, encoding: str) -> str:
 
 def read_csv(path: Path, contract: Contract) -> Parsed:
     text = _decode(path, path.read_bytes(), contract.encoding or "utf-8")
+    return _read_unquoted_csv(text, contract) or _read_csv_records(text, contract)
+
+
+def _read_unquoted_csv(text: str, contract: Contract) -> Parsed | None:
+    """The file read by Arrow's CSV parser, when that is sure to give what ``_read_csv_records``
+    gives; else None. Python's parser took 11.9 s of CPU for the 25 bill files of 100,000
+    accounts (2.5 M records), on the core DuckDB's load of the file before needs.
+
+    Sure means: no quote character, NUL, lone carriage return or blank line in the text, a
+    header of two or more distinct names, every line a record of the header's width, and no
+    field longer than Python's parser takes (a blank, short or long line is a bad record,
+    which Python's parser reports with its line). Each record is then one line: the one after
+    the header and the records before it."""
+    delimiter, quote = contract.delimiter or ",", contract.quote or '"'
+    if quote in text or "\0" in text or text.count("\r") != text.count("\r\n"):
+        return None
+    if "\n\n" in text or "\n\r\n" in text:  # Arrow reads a blank line as a record of nulls
+        return None
+    end = text.find("\n")
+    header = [h.strip() for h in text[:end].removesuffix("\r").split(delimiter)]
+    if end < 0 or len(header) < 2 or len(set(header)) != len(header):
+        return None
+    invalid: list[object] = []
+
+    def refuse(row: object) -> str:
+        invalid.append(row)
+        return "skip"
+
+    table = pa_csv.read_csv(
+        pa.py_buffer(text.encode("utf-8")),
+        read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
+        parse_options=pa_csv.ParseOptions(
+            delimiter=delimiter,
+            quote_char=False,
+            ignore_empty_lines=False,
+            invalid_row_handler=refuse,
+        ),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            null_values=list(contract.null_values),
+            strings_can_be_null=True,
+        ),
+    )
+    longest = max((pc.max(pc.utf8_length(c)).as_py() or 0 for c in table.columns), default=0)
+    if invalid or longest > csv.field_size_limit():  # Python's parser refuses such a field
+        return None
+    records = table.num_rows
+    numbers = np.arange(1, records + 2, dtype=np.int64)
+    table = table.append_column(ROW_NUMBER, pa.array(numbers[:-1]))
+    table = table.append_column(LINE, pa.array(numbers[1:]))
+    return Parsed(columns=header, table=table, records=records)
+
+
+def _read_csv_records(text: str, contract: Contract) -> Parsed:
+    """Python's CSV parser, record by record: every quirk, and each bad record with its line."""
     nulls = set(contract.null_values)
     reader = csv.reader(
         io.StringIO(text, newline=""),

@@ -80,8 +80,10 @@ def _read_unquoted_csv(text: str, contract: Contract) -> Parsed | None:
     if "\n\n" in text or "\n\r\n" in text:  # Arrow reads a blank line as a record of nulls
         return None
     end = text.find("\n")
+    if end < 0:  # a header alone, or nothing
+        return None
     header = [h.strip() for h in text[:end].removesuffix("\r").split(delimiter)]
-    if end < 0 or len(header) < 2 or len(set(header)) != len(header):
+    if len(header) < 2 or len(set(header)) != len(header):
         return None
     invalid: list[object] = []
 

@@ -61,26 +61,63 @@ def _decode(path: Path, data: bytes, encoding: str) -> str:
 
 def read_csv(path: Path, contract: Contract) -> Parsed:
     text = _decode(path, path.read_bytes(), contract.encoding or "utf-8")
-    return _read_unquoted_csv(text, contract) or _read_csv_records(text, contract)
+    return _read_by_arrow(text, contract) or _read_csv_records(text, contract)
 
 
-def _read_unquoted_csv(text: str, contract: Contract) -> Parsed | None:
+def _plainly_quoted(data: bytes, delimiter: str, quote: str) -> bool:
+    """Whether every quote character in ``data`` (the text as UTF-8, with no lone carriage
+    return) opens or closes a whole field on one line, with no quote inside (``,"a, b",``):
+    the quoting that Arrow's parser and Python's read alike. A doubled quote, a quoted line
+    break, or a quote inside a field or beside a space is not (Python's strict parser may even
+    reject the file), and the file is left to Python. Found with array operations over the
+    bytes (an ASCII character is never part of another's UTF-8 bytes): a file with every field
+    quoted has millions of quotes, which a Python loop took longer over than Python's parser."""
+    if not (len(delimiter) == len(quote) == 1 and (delimiter + quote).isascii()):
+        return False
+    b = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(b == ord(quote))
+    if len(quotes) % 2:
+        return False
+    # Paired in order, the first with the second: each pair must enclose a field on one line.
+    opens, closes = quotes[0::2], quotes[1::2]
+    newlines = np.flatnonzero(b == ord("\n"))
+    if (np.searchsorted(newlines, opens) != np.searchsorted(newlines, closes)).any():
+        return False
+    before = b[np.maximum(opens - 1, 0)]
+    after = b[np.minimum(closes + 1, len(b) - 1)]
+    return bool(
+        ((opens == 0) | (before == ord(delimiter)) | (before == ord("\n"))).all()
+        and (
+            (closes == len(b) - 1)
+            | (after == ord(delimiter))
+            | (after == ord("\r"))
+            | (after == ord("\n"))
+        ).all()
+    )
+
+
+def _read_by_arrow(text: str, contract: Contract) -> Parsed | None:
     """The file read by Arrow's CSV parser, when that is sure to give what ``_read_csv_records``
     gives; else None. Python's parser took 11.9 s of CPU for the 25 bill files of 100,000
     accounts (2.5 M records), on the core DuckDB's load of the file before needs.
 
-    Sure means: no quote character, NUL, lone carriage return or blank line in the text, a
-    header of two or more distinct names, every line a record of the header's width, and no
-    field longer than Python's parser takes (a blank, short or long line is a bad record,
-    which Python's parser reports with its line). Each record is then one line: the one after
-    the header and the records before it."""
+    Sure means: quotes, if any, only around whole fields on one line (``_plainly_quoted``) and
+    none in the header; no NUL, lone carriage return or blank line in the text; a header of two
+    or more distinct names, every line a record of the header's width, and no field longer
+    than Python's parser takes (a blank, short or long line is a bad record, which Python's
+    parser reports with its line). Each record is then one line: the one after the header and
+    the records before it."""
     delimiter, quote = contract.delimiter or ",", contract.quote or '"'
-    if quote in text or "\0" in text or text.count("\r") != text.count("\r\n"):
+    if "\0" in text or text.count("\r") != text.count("\r\n"):
         return None
     if "\n\n" in text or "\n\r\n" in text:  # Arrow reads a blank line as a record of nulls
         return None
     end = text.find("\n")
     if end < 0:  # a header alone, or nothing
+        return None
+    data = text.encode("utf-8")
+    quoted = quote in text
+    if quoted and (quote in text[:end] or not _plainly_quoted(data, delimiter, quote)):
         return None
     header = [h.strip() for h in text[:end].removesuffix("\r").split(delimiter)]
     if len(header) < 2 or len(set(header)) != len(header):
@@ -92,18 +129,21 @@ def _read_unquoted_csv(text: str, contract: Contract) -> Parsed | None:
         return "skip"
 
     table = pa_csv.read_csv(
-        pa.py_buffer(text.encode("utf-8")),
+        pa.py_buffer(data),
         read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
         parse_options=pa_csv.ParseOptions(
             delimiter=delimiter,
-            quote_char=False,
+            quote_char=quote if quoted else False,
+            newlines_in_values=False,
             ignore_empty_lines=False,
             invalid_row_handler=refuse,
         ),
         convert_options=pa_csv.ConvertOptions(
             column_types=dict.fromkeys(header, pa.string()),
             null_values=list(contract.null_values),
+            # Python's reader drops the quotes, then compares with the null values.
             strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
         ),
     )
     longest = max((pc.max(pc.utf8_length(c)).as_py() or 0 for c in table.columns), default=0)

@@ -111,7 +111,7 @@ class Instance:
         return None if killed else code
 
     def dbt_target(self) -> Path:
-        """dbt's folder for this warehouse, kept under the project's target/ between runs."""
+        """dbt's folder for this warehouse, beside it, kept between runs."""
         return dbt_target_path(self.warehouse)
 
     def dbt_threads(self) -> int:
@@ -120,9 +120,6 @@ class Instance:
         logs = [self.dbt_target() / name for name in ("dbt.log.1", "dbt.log")]
         text = "".join(log.read_text() for log in logs if log.exists())
         return int(re.findall(r"Concurrency: (\d+) threads", text)[-1])
-
-    def remove_dbt_target(self) -> None:
-        shutil.rmtree(self.dbt_target(), ignore_errors=True)
 
     def ledger_problems(self) -> list[str]:
         """The ledger against raw, for the extracts ingestion has reached."""
@@ -234,17 +231,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
     drop = make_drop(root / "drop", accounts=400, months=16, seed=23, rates=TEST_RATES)
     instance = Instance(root / "reference")
     shutil.copytree(drop.landing, instance.env["LANDING_DIR"])
-    try:
-        assert instance.run() == 0, instance.logs[-1].read_text("utf-8")[-3000:]
-        yield Reference(
-            drop,
-            instance,
-            warehouse_tables(instance.warehouse),
-            published_files(instance.publish),
-            snapshot_counts(instance.publish / SNAPSHOT_NAME),
-        )
-    finally:
-        instance.remove_dbt_target()
+    assert instance.run() == 0, instance.logs[-1].read_text("utf-8")[-3000:]
+    yield Reference(
+        drop,
+        instance,
+        warehouse_tables(instance.warehouse),
+        published_files(instance.publish),
+        snapshot_counts(instance.publish / SNAPSHOT_NAME),
+    )
 
 
 def test_a_run_killed_in_ingestion_and_in_dbt_ends_equal_to_an_uninterrupted_run(
@@ -254,10 +248,7 @@ def test_a_run_killed_in_ingestion_and_in_dbt_ends_equal_to_an_uninterrupted_run
     # dbt one node at a time here, two (the profile's default) in the reference: same results.
     crashed.env["DBT_THREADS"] = "1"
     shutil.copytree(reference.drop.landing, crashed.env["LANDING_DIR"])
-    try:
-        _crash_and_recover(crashed, reference)
-    finally:
-        crashed.remove_dbt_target()
+    _crash_and_recover(crashed, reference)
 
 
 def _crash_and_recover(crashed: Instance, reference: Reference) -> None:

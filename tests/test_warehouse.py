@@ -373,7 +373,11 @@ def test_the_pipelines_dbt_orders_its_nodes_by_the_times_it_keeps(built):
     # Both of a run's dbt invocations (the warehouse, the publish marts) went through
     # finegrid-dbt, which kept each node's seconds beside the manifest for the next build.
     assert Path(dbt_resource().dbt_executable).name == "finegrid-dbt"
-    history = dbt_cli.read_history(dbt_target_path(built.warehouse))
+    target = dbt_target_path(built.warehouse)
+    history = dbt_cli.read_history(target)
+    # Beside the warehouse, so it goes with it rather than piling up in the project's target/.
+    assert target == built.warehouse.parent / f"{built.warehouse.name}.dbt"
+    assert (target / "partial_parse.msgpack").is_file()
     for model in ("int_meter_readings", "customer_features", "kpi_monthly"):
         assert history[f"model.finegrid.{model}"] > 0
     assert any(node.startswith("test.finegrid.") for node in history)

@@ -27,10 +27,6 @@ DEFAULTS = {
 }
 
 
-# A writer that leaves more write-ahead log than this folds it into the file as it closes (see
-# Settings.fold_wal).
-WAL_FOLD_BYTES = 16 * 2**20
-
 # Not a setting: how the platform's SQL is written to run (see dbt_project/profiles.yml).
 DISABLED_OPTIMIZERS = "common_subplan"
 
@@ -142,11 +138,10 @@ class Settings:
         checkpointing: a checkpoint of the 100,000-account warehouse cost about 0.75 s
         however little was written (0.2 s since vacuuming is off), and the connections of a
         month's run paid 8.5 s for them. The log is durable; the next connection reads it
-        back, and it is folded into the file when it passes DuckDB's threshold, when a
-        writer leaves more than ``WAL_FOLD_BYTES`` (``fold_wal``, which the resource's
-        writers call) and by ``checkpoint`` (at the end of ``run_months``); dbt's
-        connections leave it too (orchestration/dbt_cli.py). Copy the file with its
-        ``.wal``, or after a checkpoint."""
+        back, and it is folded into the file when it passes DuckDB's threshold and by
+        ``checkpoint`` (at the end of ``run_months``); dbt's connections leave it too
+        (orchestration/dbt_cli.py).
+        Copy the file with its ``.wal``, or after a checkpoint."""
         if not read_only:
             self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(
@@ -155,22 +150,6 @@ class Settings:
         if not read_only:
             con.execute("PRAGMA disable_checkpoint_on_shutdown")
         return con
-
-    @property
-    def wal_path(self) -> Path:
-        return self.warehouse_path.with_name(f"{self.warehouse_path.name}.wal")
-
-    def fold_wal(self, con: duckdb.DuckDBPyConnection) -> bool:
-        """Checkpoint a writer's connection before it closes if the write-ahead log has grown
-        past ``WAL_FOLD_BYTES``; say whether it did. Every later connection replays the whole
-        log as it opens: after one month's load curves of 10,000 accounts (22 MiB) each open
-        took 0.19 s instead of 0.02 s, and a month's run opens the warehouse some twenty times
-        after them, where folding the log once cost 0.15 s beyond that one replay. Smaller
-        logs stay: a checkpoint has a cost of its own however little was written."""
-        if self.wal_path.exists() and self.wal_path.stat().st_size > WAL_FOLD_BYTES:
-            con.execute("CHECKPOINT")
-            return True
-        return False
 
     def checkpoint(self) -> None:
         """Fold the warehouse's write-ahead log into its file (if there is a warehouse)."""

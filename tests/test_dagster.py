@@ -182,10 +182,9 @@ def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
 
 def test_a_writer_leaves_its_rows_in_the_log_and_a_checkpoint_folds_them_in(tmp_path):
     """A writer does not checkpoint on closing (0.2 s on the 100k warehouse however little it
-    wrote) while its log is short: its rows wait in the write-ahead log, which the next
-    connection, a reader too, reads back; ``checkpoint`` folds them into the file, and a
-    database attached beside the warehouse (the vault) is folded into its own file as the
-    writer closes."""
+    wrote): its rows wait in the write-ahead log, which the next connection, a
+    reader too, reads back; ``checkpoint`` folds them into the file, and a database attached
+    beside the warehouse (the vault) is folded into its own file as the writer closes."""
     import duckdb
 
     warehouse, vault = tmp_path / "w.duckdb", tmp_path / "vault.duckdb"
@@ -209,35 +208,6 @@ def test_a_writer_leaves_its_rows_in_the_log_and_a_checkpoint_folds_them_in(tmp_
         assert con.execute("SELECT count(*) FROM t").fetchone() == (1000,)
     Settings.from_env({"WAREHOUSE_PATH": str(tmp_path / "none.duckdb")}).checkpoint()
     assert not (tmp_path / "none.duckdb").exists()  # no warehouse: none made
-
-
-def test_a_writer_that_leaves_a_long_log_folds_it_into_the_file(tmp_path, monkeypatch):
-    """Past ``WAL_FOLD_BYTES`` of log a writer checkpoints as it closes, so that the run's
-    later connections do not each replay it; below it, and after a failure, the log stays."""
-    import duckdb
-
-    from orchestration import settings as settings_module
-
-    monkeypatch.setattr(settings_module, "WAL_FOLD_BYTES", 256 * 1024)
-    warehouse = tmp_path / "w.duckdb"
-    resource = FinegridResource(warehouse_path=str(warehouse))
-    wal = resource.settings().wal_path
-    with resource.connect() as con:
-        con.execute("CREATE TABLE small AS SELECT range AS x FROM range(10)")
-    small_log = wal.stat().st_size
-    assert 0 < small_log < 256 * 1024  # kept: a checkpoint costs more than replaying it
-    with pytest.raises(RuntimeError, match="the step failed"), resource.connect() as con:
-        con.execute(
-            "CREATE TABLE big AS SELECT range AS x, md5(range::VARCHAR) AS y FROM range(50000)"
-        )
-        raise RuntimeError("the step failed")
-    assert wal.stat().st_size > 256 * 1024  # not folded on the way out of a failure
-    with resource.connect() as con:
-        con.execute("INSERT INTO small VALUES (10)")
-    assert not wal.exists() or wal.stat().st_size == 0
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM big").fetchone() == (50000,)
-        assert con.execute("SELECT count(*) FROM small").fetchone() == (11,)
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-2", "1.5"])

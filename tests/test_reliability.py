@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,14 +224,14 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     manifest_path()  # the code location needs it: `make setup` builds it
     root = tmp_path_factory.mktemp("reliability")
     drop = make_drop(root / "drop", accounts=400, months=16, seed=23, rates=TEST_RATES)
     instance = Instance(root / "reference")
     shutil.copytree(drop.landing, instance.env["LANDING_DIR"])
     assert instance.run() == 0, instance.logs[-1].read_text("utf-8")[-3000:]
-    yield Reference(
+    return Reference(
         drop,
         instance,
         warehouse_tables(instance.warehouse),

@@ -86,11 +86,12 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 ## bench: the pipeline stage by stage on BENCH_SIZES accounts × BENCH_MONTHS, with the feature floor
-## and one more month on top (JSON and table in data/bench)
+## and one more month on top (JSON and table in data/bench); BENCH_ARGS adds bench_pipeline.py options
 BENCH_SIZES ?= 10000,100000
 BENCH_MONTHS ?= 24
+BENCH_ARGS ?=
 bench: setup
-	$(PY) bench/bench_pipeline.py --accounts $(BENCH_SIZES) --months $(BENCH_MONTHS) --out data/bench
+	$(PY) bench/bench_pipeline.py --accounts $(BENCH_SIZES) --months $(BENCH_MONTHS) --out data/bench $(BENCH_ARGS)
 
 ## bench-simulator: time the simulator on BENCH_ACCOUNTS × 24 months
 bench-simulator: setup

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import pandas_features  # noqa: E402
+from bench.disk import DiskWatch, check_disk  # noqa: E402
 from bench.floor import (  # noqa: E402
     FLOOR_TABLE,
     OUT_OF_MEMORY,
@@ -42,7 +43,9 @@ from orchestration.partitions import marked_files  # noqa: E402
 from orchestration.settings import instance_env, make_instance_home  # noqa: E402
 
 PY = sys.executable
-MONTHS = 24  # the default; --months changes it (1,000,000 × 24 months needs ~200 GiB of disk)
+MONTHS = (
+    24  # the default; --months changes it (1,000,000 × 24 months needs at least 238 GiB of disk)
+)
 END = 202511  # the month after them, held back for the increment; the months before end in 2025-10
 
 
@@ -144,8 +147,7 @@ def bench_size(
     pandas_max: int,
     floor_retry_limit: str,
 ) -> dict:
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    """One size, in ``root``, which is empty."""
     instance = instance_env(root, os.environ.get("PII_KEY") or "0" * 64)
     env = {**os.environ, **instance, "DUCKDB_MEMORY_LIMIT": memory_limit}
     landing, warehouse = Path(env["LANDING_DIR"]), Path(env["WAREHOUSE_PATH"])
@@ -329,7 +331,8 @@ def table(results: list[dict]) -> str:
         increment = r["increment"]
         lines.append(
             f"{r['accounts']:>9,}  end to end {r['end_to_end_seconds']:>7.1f} s ({r['months']} "
-            f"months, simulation excluded), peak RSS {r['peak_rss_mib']:.0f} MiB; floor "
+            f"months, simulation excluded), peak RSS {r['peak_rss_mib']:.0f} MiB, disk at its "
+            f"peak {r.get('disk_peak_mib', 0) / 1024:.1f} GiB; floor "
             f"{floor['seconds']:.1f} s, {against}; increment "
             f"{increment['seconds']:.1f} s = {increment['share_of_full_run']:.0%} "
             "of the full run"
@@ -392,21 +395,32 @@ def main() -> int:
         help="largest size the pandas baseline runs at (it holds every reading in memory: "
         "5.3 GiB at 10,000 accounts)",
     )
+    p.add_argument(
+        "--no-disk-check",
+        dest="disk_check",
+        action="store_false",
+        help="run even where the free disk looks too small for a size (bench/disk.py)",
+    )
     args = p.parse_args()
     sizes = [int(a) for a in args.accounts.split(",")]
     args.out = args.out.resolve()  # Dagster wants DAGSTER_HOME absolute; make passes data/bench
+    if args.disk_check:  # before the first size starts: the last may be the one too big
+        check_disk(args.out, sizes, args.months)
     results = []
     for accounts in sizes:
-        results.append(
-            bench_size(
+        root = args.out / f"n{accounts}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        with DiskWatch(root) as disk:
+            result = bench_size(
                 accounts,
                 args.months,
-                args.out / f"n{accounts}",
+                root,
                 args.memory_limit,
                 args.pandas_max,
                 args.floor_retry_memory_limit,
             )
-        )
+        results.append(result | {"disk_peak_mib": round(disk.peak_bytes / 2**20, 1)})
         (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"results: {args.out / 'bench.json'}")

@@ -1,14 +1,19 @@
-"""The benchmark's own logic: what it does when its floor runs out of memory (bench/).
+"""The benchmark's own logic: what it does when its floor runs out of memory, and when the disk
+is too small for a size (bench/).
 
 The figures themselves come from `make bench`, never from a timed test."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import duckdb
+import pytest
 
+from bench import disk
 from bench.bench_pipeline import measure_floor, table
 from bench.floor import FLOOR_TABLE
 
@@ -104,3 +109,56 @@ def test_the_table_says_at_what_limit_the_floor_ran() -> None:
     }
 
     assert "at 12GiB, after running out of memory at 4GiB in 242.0 s" in table([result])
+
+
+def fake_free(monkeypatch, free: int) -> None:
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda _: usage._replace(free=free))
+
+
+def test_a_size_the_disk_cannot_hold_stops_the_bench_before_it_starts(
+    tmp_path: Path, monkeypatch
+) -> None:
+    small, big = disk.needed_bytes(10_000, 24), disk.needed_bytes(1_000_000, 24)
+    fake_free(monkeypatch, small + big // 4)
+    with pytest.raises(disk.NotEnoughDisk) as stopped:
+        disk.check_disk(tmp_path, [10_000, 1_000_000], 24)
+    message = str(stopped.value)
+    assert "1,000,000 accounts × 24 months" in message
+    assert "after the sizes before it" in message
+    # A quarter of 25 months' need is left for it, 6.25 months: 5 months simulate 6, which fit.
+    assert "At most 5 months could fit (BENCH_MONTHS=5)" in message
+    disk.check_disk(tmp_path, [10_000, 1_000_000], 5)  # and they do
+
+
+def test_a_size_folder_an_earlier_bench_left_counts_as_free(tmp_path: Path, monkeypatch) -> None:
+    need = disk.needed_bytes(1_000, 24)
+    earlier = tmp_path / "n1000" / "warehouse.duckdb"
+    earlier.parent.mkdir()
+    earlier.write_bytes(os.urandom(2 * 2**20))
+    fake_free(monkeypatch, need - 2**20)  # short by 1 MiB of the 2 MiB deleted before it runs
+    disk.check_disk(tmp_path, [1_000], 24)
+    # Another size's folder is not deleted for it: 999 accounts need 600 KiB less, still too much.
+    with pytest.raises(disk.NotEnoughDisk, match="999 accounts × 24 months"):
+        disk.check_disk(tmp_path, [999], 24)
+
+
+def test_the_disk_a_tree_takes_counts_hard_links_once_and_sparse_files_as_written(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(4 * 2**20))
+    os.link(data, tmp_path / "linked.bin")
+    with (tmp_path / "sparse.duckdb").open("wb") as sparse:
+        sparse.truncate(1 << 30)  # 1 GiB long, nothing written
+    assert 4 * 2**20 <= disk.tree_bytes(tmp_path) < 5 * 2**20
+
+
+def test_the_watch_keeps_a_peak_gone_by_the_end(tmp_path: Path) -> None:
+    with disk.DiskWatch(tmp_path, every=0.05) as watch:
+        spill = tmp_path / "spill.tmp"
+        spill.write_bytes(os.urandom(3 * 2**20))
+        time.sleep(0.5)
+        spill.unlink()
+    assert disk.tree_bytes(tmp_path) == 0
+    assert watch.peak_bytes >= 3 * 2**20

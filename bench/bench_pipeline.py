@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,13 +77,19 @@ def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, fl
 
 
 def timed_exit(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
-    """``timed``, with the process's exit code instead of whether it succeeded."""
-    started = time.perf_counter()
-    with log.open("a") as out:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    return seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    """``timed``, with the process's exit code instead of whether it succeeded. The command runs
+    under ``bench/peak_rss.py``, so that its peak is its own, not this process's (see there)."""
+    with tempfile.TemporaryDirectory() as scratch, log.open("a") as out:
+        peak = Path(scratch) / "peak_rss_kib"
+        launcher = [PY, str(ROOT / "bench" / "peak_rss.py"), str(peak)]
+        started = time.perf_counter()
+        code = subprocess.run(
+            launcher + command, env=env, cwd=ROOT, stdout=out, stderr=out
+        ).returncode
+        seconds = time.perf_counter() - started
+        if not peak.exists():  # the launcher itself failed: its error is in the log
+            raise RuntimeError(f"{command} could not be run and measured: see {log}")
+        return seconds, int(peak.read_text()) / 1024, code
 
 
 def count(warehouse: Path, sql: str) -> int:

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from bench import disk
-from bench.bench_pipeline import measure_floor, table
+from bench.bench_pipeline import PY, measure_floor, table, timed_exit
 from bench.floor import FLOOR_TABLE
 
 # A statement DuckDB cannot spill: a list aggregate's state stays in memory. It runs out at
@@ -162,3 +162,21 @@ def test_the_watch_keeps_a_peak_gone_by_the_end(tmp_path: Path) -> None:
         spill.unlink()
     assert disk.tree_bytes(tmp_path) == 0
     assert watch.peak_bytes >= 3 * 2**20
+
+
+def test_a_stage_peak_is_its_own_not_the_bench_process_high_water_mark(tmp_path: Path) -> None:
+    # Linux hands a forked child its parent's high-water mark: measured directly, a child of
+    # this 400 MiB process that allocates nothing peaked at 400 MiB too.
+    grown = bytearray(400 * 2**20)
+    grown[::4096] = b"\1" * len(grown[::4096])
+    log = tmp_path / "bench.log"
+    _, idle, code = timed_exit([PY, "-c", "pass"], dict(os.environ), log)
+    assert code == 0
+    assert idle < 100
+    allocate = (
+        "b = bytearray(200 * 2**20); b[::4096] = b'\\1' * len(b[::4096]); raise SystemExit(3)"
+    )
+    _, busy, code = timed_exit([PY, "-c", allocate], dict(os.environ), log)
+    assert code == 3  # the floor's out-of-memory code comes through the launcher
+    assert 200 <= busy < 300
+    del grown

@@ -17,8 +17,8 @@ from types import TracebackType
 # bench has measured: the landing zone, the warehouse with the floor's table, its write-ahead
 # log and DuckDB's spill files, the analyst snapshot's two copies, the one run's own warehouse
 # and snapshot (deleted after it), the pandas baseline's Parquet. 10,000 accounts × 25 months
-# peaked at 3.3 GiB (13.8 KiB; ``DiskWatch``, 2026-12-06); 1,000,000 × 5 at 50.5 GiB (10.6 KiB;
-# the disk's use, 9584034), the bigger warehouse compressing better. A lower bound: a size it
+# peaked at 3.3 GiB (13.9 KiB; ``DiskWatch``, 9696a23) and 100,000 × 25 at 34.7 GiB (14.6 KiB);
+# 1,000,000 × 5 at 50.5 GiB (10.6 KiB; the disk's use, 9584034). A lower bound: a size it
 # stops would surely not fit, and one it lets run may still need more (the floor's one
 # statement once spilled 38 GiB at 1,000,000 × 4).
 BYTES_PER_ACCOUNT_MONTH = 10 * 1024

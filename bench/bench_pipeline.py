@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import pandas_features  # noqa: E402
-from bench.disk import DiskWatch, check_disk  # noqa: E402
+from bench.disk import DiskWatch, check_disk, size_folder  # noqa: E402
 from bench.floor import (  # noqa: E402
     FLOOR_TABLE,
     OUT_OF_MEMORY,
@@ -44,9 +44,8 @@ from orchestration.partitions import marked_files  # noqa: E402
 from orchestration.settings import instance_env, make_instance_home  # noqa: E402
 
 PY = sys.executable
-MONTHS = (
-    24  # the default; --months changes it (1,000,000 × 24 months needs at least 238 GiB of disk)
-)
+# The default; --months changes it (1,000,000 × 24 months needs at least 238 GiB of disk).
+MONTHS = 24
 END = 202511  # the month after them, held back for the increment; the months before end in 2025-10
 
 
@@ -415,7 +414,7 @@ def main() -> int:
         check_disk(args.out, sizes, args.months)
     results = []
     for accounts in sizes:
-        root = args.out / f"n{accounts}"
+        root = size_folder(args.out, accounts)
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         with DiskWatch(root) as disk:

@@ -28,6 +28,11 @@ class NotEnoughDisk(SystemExit):
     """A size the disk cannot hold: raised before anything of it runs."""
 
 
+def size_folder(out: Path, accounts: int) -> Path:
+    """Where the bench keeps one size's files under its ``--out``."""
+    return out / f"n{accounts}"
+
+
 def needed_bytes(accounts: int, months: int) -> int:
     """The least a size of ``accounts`` × ``months`` (plus the month held back) needs at its
     peak."""
@@ -36,13 +41,13 @@ def needed_bytes(accounts: int, months: int) -> int:
 
 def check_disk(out: Path, sizes: list[int], months: int) -> None:
     """Stop before the bench if the free disk under ``out`` cannot hold its sizes, saying what
-    would fit. Each size keeps its folder (``out/n<accounts>``) when done and the next one
+    would fit. Each size keeps its folder (``size_folder``) when done and the next one
     starts beside it, so their peaks are added up: more than they take at once, since a size
     ends below its peak. A size's folder from an earlier bench is deleted before it runs,
     so it counts as free."""
     out.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out).free
-    free += sum(tree_bytes(out / f"n{accounts}") for accounts in sizes)
+    free += sum(tree_bytes(size_folder(out, accounts)) for accounts in sizes)
     before = 0
     for accounts in sizes:
         need = needed_bytes(accounts, months)

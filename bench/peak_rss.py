@@ -23,10 +23,11 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         sys.exit("usage: python bench/peak_rss.py OUT COMMAND…")
     out, command = Path(argv[0]), argv[1:]
-    # Ctrl-C reaches the whole process group: the command stops on its own, and this process
-    # waits for it to say how it ended.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     process = subprocess.Popen(command)
+    # Ctrl-C reaches the whole process group: the command stops on its own, and this process
+    # waits for it to say how it ended. Ignored only once the command has started: an ignored
+    # signal stays ignored across exec, and the command would not stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, status, usage = os.wait4(process.pid, 0)
     out.write_text(str(usage.ru_maxrss))
     code = os.waitstatus_to_exitcode(status)

@@ -1,5 +1,5 @@
-"""The benchmark's own logic: what it does when its floor runs out of memory, and when the disk
-is too small for a size (bench/).
+"""The benchmark's own logic: what it does when its floor runs out of memory, when the disk is
+too small for a size, and how it measures a stage's peak memory (bench/).
 
 The figures themselves come from `make bench`, never from a timed test."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -180,3 +181,14 @@ def test_a_stage_peak_is_its_own_not_the_bench_process_high_water_mark(tmp_path:
     assert code == 3  # the floor's out-of-memory code comes through the launcher
     assert 200 <= busy < 300
     del grown
+
+
+def test_a_stage_under_the_launcher_stops_on_ctrl_c_as_it_would_alone(tmp_path: Path) -> None:
+    # The launcher ignores Ctrl-C to report how the command ended; the command must not inherit
+    # that (an ignored signal stays ignored across exec), or Ctrl-C would not stop a stage.
+    show = (
+        "import signal, sys; sys.exit(10 + int(signal.getsignal(signal.SIGINT) is signal.SIG_IGN))"
+    )
+    alone = subprocess.run([PY, "-c", show]).returncode
+    _, _, launched = timed_exit([PY, "-c", show], dict(os.environ), tmp_path / "bench.log")
+    assert launched == alone

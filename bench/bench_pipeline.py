@@ -140,7 +140,7 @@ def pandas_baseline(root: Path, env: dict[str, str], log: Path, feature_seconds:
     if ok:
         result["disagreements"] = pandas_features.disagreements(warehouse, out)
         result["features"] = pandas_features.FEATURES
-        # How many times faster the platform's whole feature stage is than pandas' six columns.
+        # How many times faster the platform's whole feature stage is than pandas' few columns.
         result["platform_speedup"] = round(seconds / feature_seconds, 2)
     return result
 

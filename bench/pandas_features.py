@@ -1,12 +1,12 @@
 """The second baseline: what an analyst would write instead — pandas on the raw tables.
 
 It computes the usage features that cost the platform the most, energy from the cumulative
-registers, with the platform's rules (the latest extract wins, meter changes, spikes, register
-wraps, gaps spread over their days), then per month and over trailing 12 months:
-``kwh_month``, ``kwh_12m``, ``months_with_energy_12m``, ``kwh_avg_month_12m``,
-``kwh_avg_day_12m`` and ``estimated_day_share_12m``. The platform's feature stage computes all
-of ``customer_features`` (about 80 columns); pandas only these six, so the ratio between them
-understates the platform's lead.
+registers — the total and the four time-of-use periods — with the platform's rules (the latest
+extract wins, meter changes, spikes, register wraps, a period step that falls or outruns the
+total, gaps spread over their days), then per month and over trailing 12 months: ``FEATURES``,
+twelve columns. The platform's feature stage computes all of ``customer_features`` (about 70
+feature columns); pandas only these, so the ratio between them understates the platform's
+lead.
 
     python bench/pandas_features.py WAREHOUSE OUT.parquet
 """
@@ -27,10 +27,19 @@ FEATURES = [
     "kwh_avg_month_12m",
     "kwh_avg_day_12m",
     "estimated_day_share_12m",
+    "tip_share_12m",
+    "peak_share_12m",
+    "flat_share_12m",
+    "valley_share_12m",
+    "peak_valley_ratio_12m",
+    "daily_cv_12m",
 ]
+RATES = ("tip", "peak", "flat", "valley")
+# The registers of a daily reading: the total and the four periods, in the raw table's columns.
+REGISTERS = {"kwh": "PAP_R", **{rate: f"PAP_R{i}" for i, rate in enumerate(RATES, 1)}}
 RAW = {
-    "readings": "select METER_ID, CONS_NO, DATA_DATE, PAP_R, _source_file, _row_number "
-    "from raw.ami__daily_reading",
+    "readings": f"select METER_ID, CONS_NO, DATA_DATE, {', '.join(REGISTERS.values())}, "
+    "_source_file, _row_number from raw.ami__daily_reading",
     "changes": "select OLD_METER_ID, NEW_METER_ID, CONS_NO, CHANGE_DATE, OLD_FINAL_R, NEW_INIT_R, "
     "_source_file, _row_number from raw.ami__meter_change",
     "archive": "select CONS_NO from raw.mkt__cons_archive",
@@ -59,20 +68,22 @@ def latest_per_key(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
 
 
 def daily_energy(readings: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
-    """kWh per customer and day, and whether the day's energy was spread over a gap."""
+    """Energy per customer and day, the total and each period's, with the day's flags: spread
+    over a gap, bridging a spike, or with a step that fell."""
     readings = latest_per_key(readings, ["METER_ID", "DATA_DATE"])
     series = pd.DataFrame(
         {
             "meter_id": readings["METER_ID"],
             "customer_id": normalise_cons_no(readings["CONS_NO"]),
             "reading_date": pd.to_datetime(readings["DATA_DATE"]),
-            "register_kwh": readings["PAP_R"].astype("float64"),
+            **{name: readings[column].astype("float64") for name, column in REGISTERS.items()},
             "from_change": False,
         }
     )
     changes = latest_per_key(changes, ["CONS_NO", "OLD_METER_ID", "NEW_METER_ID"])
     customer = normalise_cons_no(changes["CONS_NO"])
     changed = pd.to_datetime(changes["CHANGE_DATE"])
+    # A meter change records the total register only: the periods' are unknown on its points.
     points = pd.concat(
         [
             pd.DataFrame(
@@ -80,7 +91,7 @@ def daily_energy(readings: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
                     "meter_id": changes["OLD_METER_ID"],
                     "customer_id": customer,
                     "reading_date": changed,
-                    "register_kwh": changes["OLD_FINAL_R"].astype("float64"),
+                    "kwh": changes["OLD_FINAL_R"].astype("float64"),
                 }
             ),
             pd.DataFrame(
@@ -88,40 +99,46 @@ def daily_energy(readings: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
                     "meter_id": changes["NEW_METER_ID"],
                     "customer_id": customer,
                     "reading_date": changed - pd.Timedelta(days=1),
-                    "register_kwh": changes["NEW_INIT_R"].astype("float64"),
+                    "kwh": changes["NEW_INIT_R"].astype("float64"),
                 }
             ),
         ]
     )
+    for rate in RATES:
+        points[rate] = np.nan
     points["from_change"] = True
     key = ["meter_id", "customer_id", "reading_date"]
-    points = points.sort_values([*key, "register_kwh"], ascending=[True, True, True, False])
-    points = points.drop_duplicates(key)
+    # Two change records on one meter's day: the lower register value is kept.
+    points = points.sort_values([*key, "kwh"]).drop_duplicates(key)
     # A real reading of the same meter and day wins over a recorded change value.
     taken = points.merge(series[key], on=key, how="left", indicator=True)["_merge"] == "both"
     combined = pd.concat([series, points[~taken.to_numpy()]], ignore_index=True)
     combined = combined.sort_values(["customer_id", "meter_id", "reading_date"], kind="stable")
 
     by_meter = combined.groupby(["customer_id", "meter_id"], dropna=False, sort=False)
-    previous = by_meter["register_kwh"].shift(1)
-    following = by_meter["register_kwh"].shift(-1)
-    r = combined["register_kwh"]
+    previous = by_meter["kwh"].shift(1)
+    following = by_meter["kwh"].shift(-1)
+    r = combined["kwh"]
     spike = ~combined["from_change"] & (following >= previous) & ((r > following) | (r < previous))
+    combined["point_before"] = by_meter["reading_date"].shift(1)
     kept = combined[~spike.to_numpy()]
 
     by_meter = kept.groupby(["customer_id", "meter_id"], dropna=False, sort=False)
     previous_date = by_meter["reading_date"].shift(1)
-    previous_kwh = by_meter["register_kwh"].shift(1)
-    step = kept["register_kwh"] - previous_kwh
+    previous_kwh = by_meter["kwh"].shift(1)
+    step = kept["kwh"] - previous_kwh
     has_previous = previous_date.notna().to_numpy()
     steps = pd.DataFrame(
         {
             "customer_id": kept["customer_id"],
             "previous_date": previous_date,
             "reading_date": kept["reading_date"],
-            "register_kwh": kept["register_kwh"],
+            "register_kwh": kept["kwh"],
             "previous_kwh": previous_kwh,
             "step": step,
+            # The step bridges spikes skipped between its two points.
+            "bridges_spike": kept["point_before"] != previous_date,
+            **{f"{rate}_step": kept[rate] - by_meter[rate].shift(1) for rate in RATES},
         }
     )[has_previous]
     # An old register wraps at 99999.99 or 999999.99: a drop from near the top to near zero.
@@ -129,41 +146,68 @@ def daily_energy(readings: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
         wrap_at = 10.0 ** np.ceil(np.log10(steps["previous_kwh"] + 0.01))
     wrapped = steps["register_kwh"] + wrap_at - steps["previous_kwh"]
     is_wrap = (steps["previous_kwh"] >= 0.9 * wrap_at) & (wrapped < 0.1 * wrap_at)
-    span_kwh = steps["step"].where(steps["step"] >= 0, wrapped.where(is_wrap))
+    span = {"kwh": steps["step"].where(steps["step"] >= 0, wrapped.where(is_wrap))}
+    # A period register can neither fall nor outrun the total: such a step is unknown.
+    total_step = steps["step"].fillna(0.0)
+    for rate in RATES:
+        rate_step = steps[f"{rate}_step"]
+        span[rate] = rate_step.where((rate_step >= 0) & (rate_step <= total_step + 0.011))
     span_days = (steps["reading_date"] - steps["previous_date"]).dt.days
 
     # A gap's energy spread evenly over its days.
     repeat = span_days.to_numpy()
     offsets = np.arange(repeat.sum()) - np.repeat(np.cumsum(repeat) - repeat, repeat)
+
+    def spread(values: pd.Series) -> np.ndarray:
+        return np.repeat(values.to_numpy(), repeat)
+
     pieces = pd.DataFrame(
         {
-            "customer_id": np.repeat(steps["customer_id"].to_numpy(), repeat),
-            "energy_date": np.repeat(steps["previous_date"].to_numpy(), repeat)
-            + pd.to_timedelta(offsets + 1, unit="D"),
-            "kwh": np.repeat((span_kwh / span_days).to_numpy(), repeat),
-            "is_estimated": np.repeat((span_days > 1).to_numpy(), repeat),
+            "customer_id": spread(steps["customer_id"]),
+            "energy_date": spread(steps["previous_date"]) + pd.to_timedelta(offsets + 1, unit="D"),
+            **{name: spread(value / span_days) for name, value in span.items()},
+            "is_estimated": spread(span_days > 1),
+            "is_spike_adjusted": spread(steps["bridges_spike"]),
+            "has_negative_step": spread(span["kwh"].isna()),
         }
     )
     by_day = pieces.groupby(["customer_id", "energy_date"], sort=False)
-    return pd.DataFrame(
-        {"kwh": by_day["kwh"].sum(min_count=1), "is_estimated": by_day["is_estimated"].any()}
-    ).reset_index()
+    pieces_per_day = by_day.size()
+    known = by_day[list(RATES)].count()
+    sums = by_day[list(span)].sum(min_count=1)
+    days = pd.DataFrame(
+        {
+            "kwh": sums["kwh"],
+            # A period's energy is known only when every piece of the day has its register.
+            **{rate: sums[rate].where(known[rate] == pieces_per_day) for rate in RATES},
+            **by_day[["is_estimated", "is_spike_adjusted", "has_negative_step"]].any(),
+        }
+    )
+    return days.reset_index()
 
 
 def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The six usage features per customer and month, from the raw tables."""
+    """The usage features (``FEATURES``) per customer and month, from the raw tables."""
     days = daily_energy(raw["readings"], raw["changes"])
     known = set(normalise_cons_no(raw["archive"]["CONS_NO"]).dropna())
-    days = days[days["customer_id"].isin(known)]
+    days = days[days["customer_id"].isin(known)].copy()
     days["month"] = days["energy_date"].dt.to_period("M")
+    all_rates = days[list(RATES)].notna().all(axis=1)
+    clean = ~(days["is_estimated"] | days["is_spike_adjusted"] | days["has_negative_step"])
+    clean &= days["kwh"].notna()
+    days = days.assign(
+        rate_kwh=days["kwh"].where(all_rates),
+        **{f"rate_{rate}": days[rate].where(all_rates) for rate in RATES},
+        clean_kwh=days["kwh"].where(clean),
+        clean_kwh_sq=(days["kwh"] ** 2).where(clean),
+    )
     by_month = days.groupby(["customer_id", "month"])
-    monthly = pd.DataFrame(
-        {
-            "kwh": by_month["kwh"].sum(min_count=1),
-            "days_measured": by_month["kwh"].count(),
-            "days_estimated": by_month["is_estimated"].sum(),
-        }
-    ).reset_index()
+    sums = ["kwh", "rate_kwh", *(f"rate_{rate}" for rate in RATES), "clean_kwh", "clean_kwh_sq"]
+    monthly = by_month[sums].sum(min_count=1)
+    monthly["days_measured"] = by_month["kwh"].count()
+    monthly["days_estimated"] = by_month["is_estimated"].sum()
+    monthly["clean_days"] = by_month["clean_kwh"].count()
+    monthly = monthly.reset_index()
     # Every month from a customer's first to its last, so windows count calendar months.
     spans = monthly.groupby("customer_id")["month"].agg(["min", "max"])
     grid = pd.DataFrame(
@@ -175,17 +219,24 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
         columns=["customer_id", "month"],
     )
     monthly = grid.merge(monthly, on=["customer_id", "month"], how="left")
-    rolling = monthly.groupby("customer_id")[["kwh", "days_measured", "days_estimated"]].rolling(
-        12, min_periods=1
-    )
-    sums = rolling.sum().reset_index(level=0, drop=True)
+    summed = [c for c in monthly.columns if c not in ("customer_id", "month")]
+    rolling = monthly.groupby("customer_id")[summed].rolling(12, min_periods=1)
+    s = rolling.sum().reset_index(level=0, drop=True)
     months_with_energy = (
         monthly.groupby("customer_id")["kwh"]
         .rolling(12, min_periods=1)
         .count()
         .reset_index(level=0, drop=True)
     )
-    s_kwh = sums["kwh"].where(months_with_energy > 0)
+    s_kwh = s["kwh"].where(months_with_energy > 0)
+
+    def ratio(a: pd.Series, b: pd.Series) -> pd.Series:
+        return a / b.replace(0, np.nan)
+
+    n, k, kk = s["clean_days"], s["clean_kwh"], s["clean_kwh_sq"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = ((kk - k * k / n) / (n - 1)).clip(lower=0)
+        daily_cv = (np.sqrt(variance) / (k / n)).where((n >= 2) & (k > 0))
     return pd.DataFrame(
         {
             "customer_id": monthly["customer_id"],
@@ -193,10 +244,12 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "kwh_month": monthly["kwh"].fillna(0.0),
             "kwh_12m": s_kwh.fillna(0.0),
             "months_with_energy_12m": months_with_energy.astype("int32"),
-            "kwh_avg_month_12m": s_kwh / months_with_energy.replace(0, np.nan),
-            "kwh_avg_day_12m": s_kwh / sums["days_measured"].replace(0, np.nan),
-            "estimated_day_share_12m": sums["days_estimated"]
-            / sums["days_measured"].replace(0, np.nan),
+            "kwh_avg_month_12m": ratio(s_kwh, months_with_energy),
+            "kwh_avg_day_12m": ratio(s_kwh, s["days_measured"]),
+            "estimated_day_share_12m": ratio(s["days_estimated"], s["days_measured"]),
+            **{f"{rate}_share_12m": ratio(s[f"rate_{rate}"], s["rate_kwh"]) for rate in RATES},
+            "peak_valley_ratio_12m": ratio(s["rate_tip"] + s["rate_peak"], s["rate_valley"]),
+            "daily_cv_12m": daily_cv,
             "first_month": monthly.groupby("customer_id")["month"]
             .transform("min")
             .dt.to_timestamp()

@@ -3,10 +3,11 @@
 It computes the usage features that cost the platform the most, energy from the cumulative
 registers — the total and the four time-of-use periods — with the platform's rules (the latest
 extract wins, meter changes, spikes, register wraps, a period step that falls or outruns the
-total, gaps spread over their days), then per month and over trailing 12 months: ``FEATURES``,
-twelve columns. The platform's feature stage computes all of ``customer_features`` (about 70
-feature columns); pandas only these, so the ratio between them understates the platform's
-lead.
+total, gaps spread over their days), then per month and over trailing 12 months, with the
+platform's calendar (workdays, public holidays, seasons): ``FEATURES``, the 18 usage columns
+that need no weather, no load curve and no customer attributes. The platform's feature stage
+computes all of ``customer_features`` (69 feature columns); pandas only these, so the ratio
+between them understates the platform's lead.
 
     python bench/pandas_features.py WAREHOUSE OUT.parquet
 """
@@ -33,7 +34,14 @@ FEATURES = [
     "valley_share_12m",
     "peak_valley_ratio_12m",
     "daily_cv_12m",
+    "summer_ratio_12m",
+    "winter_ratio_12m",
+    "shoulder_ratio_12m",
+    "weekend_weekday_ratio_12m",
+    "holiday_ratio_12m",
+    "kwh_trend_12m",
 ]
+SEASONS = ("summer", "winter", "shoulder")
 RATES = ("tip", "peak", "flat", "valley")
 # The registers of a daily reading: the total and the four periods, in the raw table's columns.
 REGISTERS = {"kwh": "PAP_R", **{rate: f"PAP_R{i}" for i, rate in enumerate(RATES, 1)}}
@@ -43,6 +51,9 @@ RAW = {
     "changes": "select OLD_METER_ID, NEW_METER_ID, CONS_NO, CHANGE_DATE, OLD_FINAL_R, NEW_INIT_R, "
     "_source_file, _row_number from raw.ami__meter_change",
     "archive": "select CONS_NO from raw.mkt__cons_archive",
+    # Reference data, as the floor reads it: the calendar the platform builds from its rules.
+    "calendar": "select calendar_date, is_workday, is_public_holiday, season "
+    "from marts.dim_calendar",
 }
 
 
@@ -192,6 +203,8 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     known = set(normalise_cons_no(raw["archive"]["CONS_NO"]).dropna())
     days = days[days["customer_id"].isin(known)].copy()
     days["month"] = days["energy_date"].dt.to_period("M")
+    calendar = raw["calendar"].assign(energy_date=pd.to_datetime(raw["calendar"]["calendar_date"]))
+    days = days.merge(calendar.drop(columns="calendar_date"), on="energy_date", how="left")
     all_rates = days[list(RATES)].notna().all(axis=1)
     clean = ~(days["is_estimated"] | days["is_spike_adjusted"] | days["has_negative_step"])
     clean &= days["kwh"].notna()
@@ -200,13 +213,24 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
         **{f"rate_{rate}": days[rate].where(all_rates) for rate in RATES},
         clean_kwh=days["kwh"].where(clean),
         clean_kwh_sq=(days["kwh"] ** 2).where(clean),
+        # A day outside the calendar is neither a workday nor a rest day.
+        workday_kwh=days["kwh"].where(clean & days["is_workday"].eq(True)),
+        restday_kwh=days["kwh"].where(clean & days["is_workday"].eq(False)),
+        holiday_kwh=days["kwh"].where(clean & days["is_public_holiday"].eq(True)),
+        **{
+            f"{season}_kwh": days["kwh"].where(clean & days["season"].eq(season))
+            for season in SEASONS
+        },
     )
     by_month = days.groupby(["customer_id", "month"])
-    sums = ["kwh", "rate_kwh", *(f"rate_{rate}" for rate in RATES), "clean_kwh", "clean_kwh_sq"]
-    monthly = by_month[sums].sum(min_count=1)
+    # Each kind of clean day: its days and their kWh.
+    kinds = ["clean", "workday", "restday", "holiday", *SEASONS]
+    sums = ["kwh", "rate_kwh", *(f"rate_{rate}" for rate in RATES), "clean_kwh_sq"]
+    monthly = by_month[sums + [f"{kind}_kwh" for kind in kinds]].sum(min_count=1)
     monthly["days_measured"] = by_month["kwh"].count()
     monthly["days_estimated"] = by_month["is_estimated"].sum()
-    monthly["clean_days"] = by_month["clean_kwh"].count()
+    for kind in kinds:
+        monthly[f"{kind}_days"] = by_month[f"{kind}_kwh"].count()
     monthly = monthly.reset_index()
     # Every month from a customer's first to its last, so windows count calendar months.
     spans = monthly.groupby("customer_id")["month"].agg(["min", "max"])
@@ -219,6 +243,12 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
         columns=["customer_id", "month"],
     )
     monthly = grid.merge(monthly, on=["customer_id", "month"], how="left")
+    # The kWh trend is a least-squares slope over the months with energy, from sums; months
+    # count from the customer's first, so the sums of squares stay small and exact enough.
+    index = monthly["month"].dt.year * 12 + monthly["month"].dt.month
+    x = (index - index.groupby(monthly["customer_id"]).transform("min")).astype("float64")
+    x = x.where(monthly["kwh"].notna())
+    monthly = monthly.assign(trend_x=x, trend_xx=x * x, trend_xy=x * monthly["kwh"])
     summed = [c for c in monthly.columns if c not in ("customer_id", "month")]
     rolling = monthly.groupby("customer_id")[summed].rolling(12, min_periods=1)
     s = rolling.sum().reset_index(level=0, drop=True)
@@ -237,6 +267,13 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         variance = ((kk - k * k / n) / (n - 1)).clip(lower=0)
         daily_cv = (np.sqrt(variance) / (k / n)).where((n >= 2) & (k > 0))
+        m, sx, sxx, sxy = months_with_energy, s["trend_x"], s["trend_xx"], s["trend_xy"]
+        slope = (m * sxy - sx * s_kwh) / (m * sxx - sx * sx)
+        trend = ratio(slope, s_kwh / m).where(m >= 6)
+
+    def per_day(kind: str) -> pd.Series:
+        return ratio(s[f"{kind}_kwh"], s[f"{kind}_days"])
+
     return pd.DataFrame(
         {
             "customer_id": monthly["customer_id"],
@@ -250,6 +287,13 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
             **{f"{rate}_share_12m": ratio(s[f"rate_{rate}"], s["rate_kwh"]) for rate in RATES},
             "peak_valley_ratio_12m": ratio(s["rate_tip"] + s["rate_peak"], s["rate_valley"]),
             "daily_cv_12m": daily_cv,
+            **{
+                f"{season}_ratio_12m": ratio(per_day(season), per_day("clean"))
+                for season in SEASONS
+            },
+            "weekend_weekday_ratio_12m": ratio(per_day("restday"), per_day("workday")),
+            "holiday_ratio_12m": ratio(per_day("holiday"), per_day("workday")),
+            "kwh_trend_12m": trend,
             "first_month": monthly.groupby("customer_id")["month"]
             .transform("min")
             .dt.to_timestamp()

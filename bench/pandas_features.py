@@ -1,13 +1,14 @@
 """The second baseline: what an analyst would write instead — pandas on the raw tables.
 
-It computes the usage features that cost the platform the most, energy from the cumulative
+It computes the usage features that cost the platform the most: energy from the cumulative
 registers — the total and the four time-of-use periods — with the platform's rules (the latest
 extract wins, meter changes, spikes, register wraps, a period step that falls or outruns the
 total, gaps spread over their days), then per month and over trailing 12 months, with the
-platform's calendar (workdays, public holidays, seasons): ``FEATURES``, the 18 usage columns
-that need no weather, no load curve and no customer attributes. The platform's feature stage
-computes all of ``customer_features`` (69 feature columns); pandas only these, so the ratio
-between them understates the platform's lead.
+platform's calendar (workdays, public holidays, seasons), and the load curves' peak and load
+factor: ``FEATURES``, the 21 usage and load columns that need neither the weather nor a
+customer's attributes. The platform's feature stage computes all of ``customer_features`` (69
+feature columns); pandas only these, so the ratio between them understates the platform's
+lead.
 
     python bench/pandas_features.py WAREHOUSE OUT.parquet
 """
@@ -40,8 +41,12 @@ FEATURES = [
     "weekend_weekday_ratio_12m",
     "holiday_ratio_12m",
     "kwh_trend_12m",
+    "valley_shift_6m",
+    "peak_kw_12m",
+    "load_factor_12m",
 ]
 SEASONS = ("summer", "winter", "shoulder")
+CURVE_POINTS = [f"P{i}" for i in range(1, 97)]  # a load curve's 96 quarter-hours, kW
 RATES = ("tip", "peak", "flat", "valley")
 # The registers of a daily reading: the total and the four periods, in the raw table's columns.
 REGISTERS = {"kwh": "PAP_R", **{rate: f"PAP_R{i}" for i, rate in enumerate(RATES, 1)}}
@@ -50,6 +55,8 @@ RAW = {
     "_source_file, _row_number from raw.ami__daily_reading",
     "changes": "select OLD_METER_ID, NEW_METER_ID, CONS_NO, CHANGE_DATE, OLD_FINAL_R, NEW_INIT_R, "
     "_source_file, _row_number from raw.ami__meter_change",
+    "curves": f"select METER_ID, CONS_NO, DATA_DATE, {', '.join(CURVE_POINTS)}, _source_file, "
+    "_row_number from raw.ami__load_curve",
     "archive": "select CONS_NO from raw.mkt__cons_archive",
     # Reference data, as the floor reads it: the calendar the platform builds from its rules.
     "calendar": "select calendar_date, is_workday, is_public_holiday, season "
@@ -197,6 +204,26 @@ def daily_energy(readings: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
     return days.reset_index()
 
 
+def monthly_load(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per customer and month, from the latest extract of each meter's day: the highest
+    quarter-hour kW, and the sum and count of the quarter-hours read."""
+    curves = latest_per_key(curves, ["METER_ID", "DATA_DATE"])
+    points = curves[CURVE_POINTS]
+    load = pd.DataFrame(
+        {
+            "customer_id": normalise_cons_no(curves["CONS_NO"]),
+            "month": pd.to_datetime(curves["DATA_DATE"]).dt.to_period("M"),
+            "peak_kw": points.max(axis=1),
+            "kw_sum": points.sum(axis=1),
+            "points": points.count(axis=1),
+        }
+    )
+    by_month = load.groupby(["customer_id", "month"])
+    return by_month.agg(
+        peak_kw=("peak_kw", "max"), kw_sum=("kw_sum", "sum"), points=("points", "sum")
+    )
+
+
 def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The usage features (``FEATURES``) per customer and month, from the raw tables."""
     days = daily_energy(raw["readings"], raw["changes"])
@@ -243,15 +270,25 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
         columns=["customer_id", "month"],
     )
     monthly = grid.merge(monthly, on=["customer_id", "month"], how="left")
+    monthly = monthly.merge(monthly_load(raw["curves"]), on=["customer_id", "month"], how="left")
     # The kWh trend is a least-squares slope over the months with energy, from sums; months
     # count from the customer's first, so the sums of squares stay small and exact enough.
     index = monthly["month"].dt.year * 12 + monthly["month"].dt.month
     x = (index - index.groupby(monthly["customer_id"]).transform("min")).astype("float64")
     x = x.where(monthly["kwh"].notna())
     monthly = monthly.assign(trend_x=x, trend_xx=x * x, trend_xy=x * monthly["kwh"])
-    summed = [c for c in monthly.columns if c not in ("customer_id", "month")]
-    rolling = monthly.groupby("customer_id")[summed].rolling(12, min_periods=1)
-    s = rolling.sum().reset_index(level=0, drop=True)
+    summed = [c for c in monthly.columns if c not in ("customer_id", "month", "peak_kw")]
+    by_customer = monthly.groupby("customer_id")
+    s = by_customer[summed].rolling(12, min_periods=1).sum().reset_index(level=0, drop=True)
+    s6 = (
+        by_customer[["rate_kwh", "rate_valley"]]
+        .rolling(6, min_periods=1)
+        .sum()
+        .reset_index(level=0, drop=True)
+    )
+    peak_kw = (
+        by_customer["peak_kw"].rolling(12, min_periods=1).max().reset_index(level=0, drop=True)
+    )
     months_with_energy = (
         monthly.groupby("customer_id")["kwh"]
         .rolling(12, min_periods=1)
@@ -294,6 +331,10 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "weekend_weekday_ratio_12m": ratio(per_day("restday"), per_day("workday")),
             "holiday_ratio_12m": ratio(per_day("holiday"), per_day("workday")),
             "kwh_trend_12m": trend,
+            "valley_shift_6m": ratio(s6["rate_valley"], s6["rate_kwh"])
+            - ratio(s["rate_valley"] - s6["rate_valley"], s["rate_kwh"] - s6["rate_kwh"]),
+            "peak_kw_12m": peak_kw,
+            "load_factor_12m": ratio(ratio(s["kw_sum"], s["points"]), peak_kw),
             "first_month": monthly.groupby("customer_id")["month"]
             .transform("min")
             .dt.to_timestamp()

@@ -1183,8 +1183,8 @@ def test_the_feature_floor_computes_the_same_features_as_the_platform(built, tmp
 
 def test_the_pandas_baseline_computes_the_same_usage_features(built, tmp_path):
     # The benchmark's pandas baseline (bench/pandas_features.py) must agree with the platform on
-    # the features it computes — on a drop with meter changes, spikes, wraps, gaps, re-extracts
-    # and time-of-use meters — or its ratio means nothing.
+    # the features it computes — on a drop with meter changes, spikes, wraps, gaps, re-extracts,
+    # time-of-use meters and load curves — or its ratio means nothing.
     import pandas as pd
 
     from bench.pandas_features import FEATURES, disagreements, read_raw, usage_features
@@ -1194,15 +1194,17 @@ def test_the_pandas_baseline_computes_the_same_usage_features(built, tmp_path):
     found = disagreements(built.warehouse, tmp_path / "pandas.parquet")
     assert found["columns"] == {}
     assert found["rows_compared"] > 1000
-    # A changed value is caught, in the total's features and in the periods': agreement is not
-    # vacuous.
+    # A changed value is caught, in the total's features, the periods' and the curves':
+    # agreement is not vacuous.
     changed = features.copy()
     first = changed["customer_id"] == changed["customer_id"].min()
     changed.loc[first, "kwh_12m"] += 1
     tou_customer = changed.loc[changed["tip_share_12m"] > 0, "customer_id"].max()
     on_tou = changed["customer_id"] == tou_customer
     changed.loc[on_tou, "tip_share_12m"] += 0.5
+    curve_customer = changed.loc[changed["peak_kw_12m"] > 0, "customer_id"].max()
+    changed.loc[changed["customer_id"] == curve_customer, "peak_kw_12m"] += 1
     changed.to_parquet(tmp_path / "changed.parquet", index=False)
     broken = disagreements(built.warehouse, tmp_path / "changed.parquet")
-    assert set(broken["columns"]) == {"kwh_12m", "tip_share_12m"}
+    assert set(broken["columns"]) == {"kwh_12m", "tip_share_12m", "peak_kw_12m"}
     assert set(FEATURES) <= set(pd.read_parquet(tmp_path / "pandas.parquet").columns)

@@ -1,14 +1,14 @@
 """The second baseline: what an analyst would write instead — pandas on the raw tables.
 
-It computes the usage features that cost the platform the most: energy from the cumulative
+It computes the usage features, which cost the platform the most: energy from the cumulative
 registers — the total and the four time-of-use periods — with the platform's rules (the latest
 extract wins, meter changes, spikes, register wraps, a period step that falls or outruns the
 total, gaps spread over their days), then per month and over trailing 12 months, with the
-platform's calendar (workdays, public holidays, seasons), and the load curves' peak and load
-factor: ``FEATURES``, the 21 usage and load columns that need neither the weather nor a
-customer's attributes. The platform's feature stage computes all of ``customer_features`` (69
-feature columns); pandas only these, so the ratio between them understates the platform's
-lead.
+platform's calendar (workdays, public holidays, seasons), each customer's district and its
+weather (the degree-day slopes), and the load curves' peak and load factor: ``FEATURES``,
+every one of the 22 usage columns of ``customer_features`` and the valley shift. The
+platform's feature stage computes all 69 feature columns; pandas only these 23, so the ratio
+between them understates the platform's lead.
 
     python bench/pandas_features.py WAREHOUSE OUT.parquet
 """
@@ -41,12 +41,17 @@ FEATURES = [
     "weekend_weekday_ratio_12m",
     "holiday_ratio_12m",
     "kwh_trend_12m",
+    "cooling_slope_kwh_per_c",
+    "heating_slope_kwh_per_c",
     "valley_shift_6m",
     "peak_kw_12m",
     "load_factor_12m",
 ]
 SEASONS = ("summer", "winter", "shoulder")
 CURVE_POINTS = [f"P{i}" for i in range(1, 97)]  # a load curve's 96 quarter-hours, kW
+# A day at or above this mean temperature counts towards cooling, below it towards heating
+# (int_customer_month_usage); the degree-days' bases are the project's vars.
+COOLING_DAY_C = 19
 RATES = ("tip", "peak", "flat", "valley")
 # The registers of a daily reading: the total and the four periods, in the raw table's columns.
 REGISTERS = {"kwh": "PAP_R", **{rate: f"PAP_R{i}" for i, rate in enumerate(RATES, 1)}}
@@ -57,7 +62,11 @@ RAW = {
     "_source_file, _row_number from raw.ami__meter_change",
     "curves": f"select METER_ID, CONS_NO, DATA_DATE, {', '.join(CURVE_POINTS)}, _source_file, "
     "_row_number from raw.ami__load_curve",
-    "archive": "select CONS_NO from raw.mkt__cons_archive",
+    "archive": "select CONS_NO, ORG_NO, _period, _source_file, _row_number "
+    "from raw.mkt__cons_archive",
+    "weather": "select DATE, DISTRICT_CODE, T_MAX, T_MIN, _source_file, _row_number "
+    "from raw.ext__weather_daily",
+    "districts": "select district_code from staging.districts",
     # Reference data, as the floor reads it: the calendar the platform builds from its rules.
     "calendar": "select calendar_date, is_workday, is_public_holiday, season "
     "from marts.dim_calendar",
@@ -224,14 +233,56 @@ def monthly_load(curves: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def degree_day_bases() -> tuple[float, float]:
+    """The cooling and heating degree-days' base temperatures, from the dbt project's vars."""
+    import yaml
+
+    project = yaml.safe_load(
+        (Path(__file__).parents[1] / "dbt_project/dbt_project.yml").read_text()
+    )
+    return float(project["vars"]["cooling_base_c"]), float(project["vars"]["heating_base_c"])
+
+
+def day_context(
+    raw: dict[str, pd.DataFrame],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What a day's energy is joined with: each customer's district (its latest snapshot's),
+    each district's mean temperature per day, and the calendar."""
+    archive = latest_per_key(raw["archive"], ["CONS_NO", "_period"])
+    archive = archive.assign(customer_id=normalise_cons_no(archive["CONS_NO"]))
+    latest = archive.sort_values("_period").drop_duplicates("customer_id", keep="last")
+    districts = latest.assign(district_code=latest["ORG_NO"].str[:6])[
+        ["customer_id", "district_code"]
+    ]
+    weather = latest_per_key(raw["weather"], ["DATE", "DISTRICT_CODE"])
+    weather = pd.DataFrame(
+        {
+            "energy_date": pd.to_datetime(weather["DATE"]),
+            "district_code": weather["DISTRICT_CODE"],
+            "t_mean_c": (weather["T_MAX"] + weather["T_MIN"]) / 2,
+        }
+    )
+    calendar = raw["calendar"].assign(energy_date=pd.to_datetime(raw["calendar"]["calendar_date"]))
+    return districts, weather, calendar.drop(columns="calendar_date")
+
+
 def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The usage features (``FEATURES``) per customer and month, from the raw tables."""
     days = daily_energy(raw["readings"], raw["changes"])
     known = set(normalise_cons_no(raw["archive"]["CONS_NO"]).dropna())
     days = days[days["customer_id"].isin(known)].copy()
     days["month"] = days["energy_date"].dt.to_period("M")
-    calendar = raw["calendar"].assign(energy_date=pd.to_datetime(raw["calendar"]["calendar_date"]))
-    days = days.merge(calendar.drop(columns="calendar_date"), on="energy_date", how="left")
+    districts, weather, calendar = day_context(raw)
+    days = days.merge(districts, on="customer_id", how="left")
+    days = days.merge(calendar, on="energy_date", how="left")
+    days = days.merge(weather, on=["energy_date", "district_code"], how="left")
+    # The platform joins a day's context on the districts it knows, and no district: a customer
+    # whose district is none of those has no calendar and no weather.
+    unknown_district = days["district_code"].notna() & ~days["district_code"].isin(
+        set(raw["districts"]["district_code"])
+    )
+    for column in ("is_workday", "is_public_holiday", "season", "t_mean_c"):
+        days[column] = days[column].where(~unknown_district)
     all_rates = days[list(RATES)].notna().all(axis=1)
     clean = ~(days["is_estimated"] | days["is_spike_adjusted"] | days["has_negative_step"])
     clean &= days["kwh"].notna()
@@ -249,11 +300,26 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
             for season in SEASONS
         },
     )
+    # Degree-days against kWh, for the slopes: the warm days' cooling, the cool days' heating.
+    cooling_base, heating_base = degree_day_bases()
+    t = days["t_mean_c"].astype("float64")
+    for name, degrees, on in (
+        ("cool", (t - cooling_base).clip(lower=0), clean & (t >= COOLING_DAY_C)),
+        ("heat", (heating_base - t).clip(lower=0), clean & (t < COOLING_DAY_C)),
+    ):
+        days[f"{name}_n"] = on.astype("int64")
+        days[f"{name}_x"] = degrees.where(on)
+        days[f"{name}_xx"] = (degrees * degrees).where(on)
+        days[f"{name}_y"] = days["kwh"].where(on)
+        days[f"{name}_xy"] = (degrees * days["kwh"]).where(on)
+    regression = [f"{name}_{part}" for name in ("cool", "heat") for part in ["x", "xx", "y", "xy"]]
     by_month = days.groupby(["customer_id", "month"])
     # Each kind of clean day: its days and their kWh.
     kinds = ["clean", "workday", "restday", "holiday", *SEASONS]
     sums = ["kwh", "rate_kwh", *(f"rate_{rate}" for rate in RATES), "clean_kwh_sq"]
-    monthly = by_month[sums + [f"{kind}_kwh" for kind in kinds]].sum(min_count=1)
+    monthly = by_month[sums + [f"{kind}_kwh" for kind in kinds] + regression].sum(min_count=1)
+    monthly["cool_n"] = by_month["cool_n"].sum()
+    monthly["heat_n"] = by_month["heat_n"].sum()
     monthly["days_measured"] = by_month["kwh"].count()
     monthly["days_estimated"] = by_month["is_estimated"].sum()
     for kind in kinds:
@@ -308,6 +374,11 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
         slope = (m * sxy - sx * s_kwh) / (m * sxx - sx * sx)
         trend = ratio(slope, s_kwh / m).where(m >= 6)
 
+    def slope(name: str) -> pd.Series:
+        n, x, xx, y, xy = (s[f"{name}_{part}"] for part in ["n", "x", "xx", "y", "xy"])
+        spread = n * xx - x * x
+        return ((n * xy - x * y) / spread).where((n >= 10) & (spread.abs() > 1e-9))
+
     def per_day(kind: str) -> pd.Series:
         return ratio(s[f"{kind}_kwh"], s[f"{kind}_days"])
 
@@ -331,6 +402,8 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "weekend_weekday_ratio_12m": ratio(per_day("restday"), per_day("workday")),
             "holiday_ratio_12m": ratio(per_day("holiday"), per_day("workday")),
             "kwh_trend_12m": trend,
+            "cooling_slope_kwh_per_c": slope("cool"),
+            "heating_slope_kwh_per_c": slope("heat"),
             "valley_shift_6m": ratio(s6["rate_valley"], s6["rate_kwh"])
             - ratio(s["rate_valley"] - s6["rate_valley"], s["rate_kwh"] - s6["rate_kwh"]),
             "peak_kw_12m": peak_kw,

@@ -234,7 +234,9 @@ def monthly_load(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def degree_day_bases() -> tuple[float, float]:
-    """The cooling and heating degree-days' base temperatures, from the dbt project's vars."""
+    """The cooling and heating degree-days' base temperatures, from the dbt project's vars.
+    The project's folder is named here, not imported from orchestration.assets.warehouse,
+    whose Dagster imports would count against this timed baseline."""
     import yaml
 
     project = yaml.safe_load(
@@ -269,10 +271,11 @@ def day_context(
 def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The usage features (``FEATURES``) per customer and month, from the raw tables."""
     days = daily_energy(raw["readings"], raw["changes"])
-    known = set(normalise_cons_no(raw["archive"]["CONS_NO"]).dropna())
+    districts, weather, calendar = day_context(raw)
+    # Every customer the archive knows has a latest snapshot, so a district row.
+    known = set(districts["customer_id"].dropna())
     days = days[days["customer_id"].isin(known)].copy()
     days["month"] = days["energy_date"].dt.to_period("M")
-    districts, weather, calendar = day_context(raw)
     days = days.merge(districts, on="customer_id", how="left")
     days = days.merge(calendar, on="energy_date", how="left")
     days = days.merge(weather, on=["energy_date", "district_code"], how="left")
@@ -356,10 +359,7 @@ def usage_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
         by_customer["peak_kw"].rolling(12, min_periods=1).max().reset_index(level=0, drop=True)
     )
     months_with_energy = (
-        monthly.groupby("customer_id")["kwh"]
-        .rolling(12, min_periods=1)
-        .count()
-        .reset_index(level=0, drop=True)
+        by_customer["kwh"].rolling(12, min_periods=1).count().reset_index(level=0, drop=True)
     )
     s_kwh = s["kwh"].where(months_with_energy > 0)
 

@@ -1181,30 +1181,51 @@ def test_the_feature_floor_computes_the_same_features_as_the_platform(built, tmp
     assert set(broken["columns"]) == {"kwh_month"}
 
 
-def test_the_pandas_baseline_computes_the_same_usage_features(built, tmp_path):
-    # The benchmark's pandas baseline (bench/pandas_features.py) must agree with the platform on
-    # the features it computes — on a drop with meter changes, spikes, wraps, gaps, re-extracts,
-    # time-of-use meters and load curves — or its ratio means nothing.
+def test_the_pandas_baseline_computes_the_same_features(built, tmp_path):
+    # The benchmark's pandas baseline (bench/pandas_features.py) must compute every feature of
+    # the platform's table and agree with it — on a drop with meter changes, spikes, wraps,
+    # gaps, re-extracts, bill corrections, reversed payments, work-order versions, outages and
+    # archive changes — or its ratio means nothing.
     import pandas as pd
 
-    from bench.pandas_features import FEATURES, disagreements, read_raw, usage_features
+    from bench.pandas_features import customer_features, disagreements, read_raw
+    from ml.config import bookkeeping_columns
 
-    features = usage_features(read_raw(built.warehouse))
+    features = customer_features(read_raw(built.warehouse))
     features.to_parquet(tmp_path / "pandas.parquet", index=False)
     found = disagreements(built.warehouse, tmp_path / "pandas.parquet")
     assert found["columns"] == {}
     assert found["rows_compared"] > 1000
-    # A changed value is caught, in the total's features, the periods' and the curves':
-    # agreement is not vacuous.
+    with duckdb.connect(str(built.warehouse), read_only=True) as con:
+        platform = con.execute("select name from pragma_table_info('marts.customer_features')")
+        columns = {name for (name,) in platform.fetchall()}
+    assert (
+        set(found["features"]) == columns - {"customer_id", "as_of_month"} - bookkeeping_columns()
+    )
+    # A changed value is caught in each family and kind of column: agreement is not vacuous.
     changed = features.copy()
+
+    def customer_with(feature: str) -> pd.Series:
+        return changed["customer_id"] == changed.loc[changed[feature] > 0, "customer_id"].max()
+
     first = changed["customer_id"] == changed["customer_id"].min()
     changed.loc[first, "kwh_12m"] += 1
-    tou_customer = changed.loc[changed["tip_share_12m"] > 0, "customer_id"].max()
-    on_tou = changed["customer_id"] == tou_customer
-    changed.loc[on_tou, "tip_share_12m"] += 0.5
-    curve_customer = changed.loc[changed["peak_kw_12m"] > 0, "customer_id"].max()
-    changed.loc[changed["customer_id"] == curve_customer, "peak_kw_12m"] += 1
+    changed.loc[customer_with("tip_share_12m"), "tip_share_12m"] += 0.5
+    changed.loc[customer_with("peak_kw_12m"), "peak_kw_12m"] += 1
+    changed.loc[first, "tariff_code"] = "none"
+    changed.loc[first, "is_tou_billed_12m"] = ~changed.loc[first, "is_tou_billed_12m"]
+    changed.loc[first, "tenure_months"] += 1
+    changed.loc[customer_with("late_bills_12m"), "late_bills_12m"] += 1
+    changed.loc[customer_with("outages_12m"), "outages_12m"] += 1
     changed.to_parquet(tmp_path / "changed.parquet", index=False)
     broken = disagreements(built.warehouse, tmp_path / "changed.parquet")
-    assert set(broken["columns"]) == {"kwh_12m", "tip_share_12m", "peak_kw_12m"}
-    assert set(FEATURES) <= set(pd.read_parquet(tmp_path / "pandas.parquet").columns)
+    assert set(broken["columns"]) == {
+        "kwh_12m",
+        "tip_share_12m",
+        "peak_kw_12m",
+        "tariff_code",
+        "is_tou_billed_12m",
+        "tenure_months",
+        "late_bills_12m",
+        "outages_12m",
+    }

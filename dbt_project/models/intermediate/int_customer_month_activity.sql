@@ -5,7 +5,7 @@ with payments as (
         customer_id,
         paid_month as activity_month,
         count(*) filter (where not is_reversal and not is_cancelled) as payments,
-        {%- for mode, name in [('01', 'counter'), ('02', 'bank'), ('03', 'app'), ('04', 'wechat'), ('05', 'alipay'), ('06', 'terminal')] %}
+        {%- for mode, name in var('pay_channels').items() %}
         count(*) filter (where not is_reversal and not is_cancelled and pay_mode = '{{ mode }}') as payments_{{ name }},
         {%- endfor %}
         count(*) filter (where not is_reversal and not is_cancelled and is_online) as payments_online,
@@ -22,7 +22,7 @@ orders as (
         customer_id,
         accepted_month as activity_month,
         count(*) as work_orders,
-        {%- for type, name in [('故障报修', 'repairs'), ('投诉', 'complaints'), ('咨询', 'enquiries'), ('业务办理', 'service_requests'), ('意见建议', 'suggestions'), ('表扬', 'praises')] %}
+        {%- for type, name in var('work_order_kinds').items() %}
         count(*) filter (where order_type = '{{ type }}') as {{ name }},
         {%- endfor %}
         count(satisfaction_score) as rated_orders,

@@ -30,13 +30,16 @@
     'heat_y', 'heat_xy'
 ] %}
 {%- set load_values = ['peak_kw', 'kw_sum', 'points'] %}
-{%- set activity_sums = [
-    'payments', 'payments_counter', 'payments_bank', 'payments_app', 'payments_wechat',
-    'payments_alipay', 'payments_terminal', 'payments_online', 'paid_yuan', 'prepaid_yuan',
-    'reversals', 'work_orders', 'repairs', 'complaints', 'enquiries', 'service_requests',
-    'suggestions', 'praises', 'rated_orders', 'satisfaction_points', 'dissatisfied',
-    'outages', 'outage_minutes'
-] %}
+{#- In this order: inputs_hash hashes them in it. -#}
+{%- set activity_sums = ['payments'] %}
+{%- for name in var('pay_channels').values() %}
+    {%- do activity_sums.append('payments_' ~ name) %}
+{%- endfor %}
+{%- do activity_sums.extend(['payments_online', 'paid_yuan', 'prepaid_yuan', 'reversals', 'work_orders']) %}
+{%- do activity_sums.extend(var('work_order_kinds').values()) %}
+{%- do activity_sums.extend([
+    'rated_orders', 'satisfaction_points', 'dissatisfied', 'outages', 'outage_minutes'
+]) %}
 {%- set bill_values = [
     'bill_yuan', 'tariff_code', 'is_tou_billed', 'arrears_yuan', 'late_fee_yuan', 'max_days_overdue'
 ] %}
@@ -253,7 +256,7 @@ final as (
         rolled.s_tariff_code as tariff_code,
         coalesce(rolled.s_is_tou_billed, false) as is_tou_billed_12m,
         coalesce(rolled.s_payments, 0)::integer as payments_12m,
-        {%- for name in ['counter', 'bank', 'app', 'wechat', 'alipay', 'terminal'] %}
+        {%- for name in var('pay_channels').values() %}
         {{ safe_ratio('rolled.s_payments_' ~ name, 'rolled.s_payments') }} as pay_share_{{ name }}_12m,
         {%- endfor %}
         {{ safe_ratio('rolled.s_payments_online', 'rolled.s_payments') }} as online_pay_share_12m,

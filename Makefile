@@ -23,7 +23,7 @@ WITH_KEY = PII_KEY="$${PII_KEY:-$$(cat $(KEY_FILE))}"
 # dbt runs with the warehouse path given explicitly (absolute), whatever the working directory.
 DBT = $(VENV)/bin/finegrid-dbt
 DBT_ARGS = --project-dir dbt_project --profiles-dir dbt_project \
-  --vars '{"warehouse_path": "$(abspath $(WAREHOUSE_PATH))"}'
+  --warehouse $(abspath $(WAREHOUSE_PATH))
 MANIFEST := dbt_project/target/manifest.json
 DBT_FILES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests \
   -type f 2>/dev/null) dbt_project/dbt_project.yml dbt_project/profiles.yml

@@ -31,9 +31,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Itera
 
 def dbt(warehouse: Path, *args: str) -> list[str]:
     """A dbt command line against ``warehouse``, in the warehouse's own target folder, as the
-    pipeline's: dbt's partial-parse state there holds for one warehouse path (its ``--vars``),
-    and one folder shared by a warehouse and its full rebuild parsed the whole project again
-    at every switch (~4.5 s each, about 15 in this module)."""
+    pipeline's: dbt's history of each node's seconds there is the warehouse's own."""
     return dbt_command(warehouse, dbt_target_path(warehouse), *args)
 
 

@@ -20,13 +20,17 @@ from packaging import version
 
 from orchestration.assets.ingestion import LEDGER_KEY
 from orchestration.assets.policies import RUN_PER_MONTH, WRITER_POOL
+from orchestration.dbt_cli import (
+    DBT_PROJECT_DIR,
+    DEFAULT_TARGET,
+    WAREHOUSE_OPTION,
+    install_parse_check,
+)
 from orchestration.partitions import MONTHS
 from orchestration.publish.snapshot import RowHash
 from orchestration.resources import FinegridResource
 from orchestration.settings import ConfigError, Settings
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
-DEFAULT_TARGET = DBT_PROJECT_DIR / "target"
 LAYERS = ("staging", "intermediate", "marts", "publish")
 # Models under models/publish (tagged `publish` in dbt_project.yml) read the models' outputs
 # (schema ml), so they build in a second dbt invocation after them.
@@ -48,6 +52,8 @@ def parse_project(target_dir: Path = DEFAULT_TARGET) -> Path:
     """Build the manifest with dbt's own parser (in this process); return its path."""
     from dbt.cli.main import dbtRunner
 
+    # The parse every new warehouse's dbt folder starts from: checked as finegrid-dbt checks.
+    install_parse_check()
     args = ["parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR)]
     args += ["--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target_dir)]
     result = dbtRunner().invoke(args)
@@ -94,12 +100,6 @@ def _row_hash(value: object, where: str) -> RowHash:
     )
 
 
-def warehouse_vars(warehouse: Path, extra: Mapping[str, object] | None = None) -> str:
-    """dbt's --vars naming the warehouse (absolute: dbt runs in its project dir), with ``extra``
-    project vars."""
-    return json.dumps({"warehouse_path": str(warehouse.resolve()), **(extra or {})})
-
-
 def dbt_build_args(settings: Settings) -> list[str]:
     """`dbt build` against the configured warehouse, without the dbt unit tests.
 
@@ -112,8 +112,8 @@ def dbt_build_args(settings: Settings) -> list[str]:
         "build",
         "--exclude-resource-type",
         "unit_test",
-        "--vars",
-        warehouse_vars(settings.warehouse_path),
+        WAREHOUSE_OPTION,
+        str(settings.warehouse_path.resolve()),
     ]
 
 
@@ -128,8 +128,9 @@ def dbt_command(
     warehouse: Path, target_dir: Path, *args: str, extra_vars: Mapping[str, object] | None = None
 ) -> list[str]:
     """A dbt command line for a child process (benchmarks, tests) against ``warehouse``, with
-    its artifacts in ``target_dir`` and ``extra_vars`` beside the warehouse's path."""
-    return [
+    its artifacts in ``target_dir`` and ``extra_vars`` as dbt's ``--vars`` (which dbt's parse
+    state holds for: a command with them parses the whole project)."""
+    command = [
         dbt_executable(),
         *args,
         "--project-dir",
@@ -138,20 +139,22 @@ def dbt_command(
         str(DBT_PROJECT_DIR),
         "--target-path",
         str(target_dir),
-        "--vars",
-        warehouse_vars(warehouse, extra_vars),
+        WAREHOUSE_OPTION,
+        str(warehouse.resolve()),
     ]
+    return command + (["--vars", json.dumps(dict(extra_vars))] if extra_vars else [])
 
 
 def dbt_target_path(warehouse: Path) -> Path:
     """dbt's folder for one warehouse, beside it (``warehouse.duckdb`` → ``warehouse.duckdb.dbt``),
-    shared by both invocations and reused run after run: dbt then parses only what changed (its
-    partial-parse state is valid for one warehouse path) and ``finegrid-dbt`` finds the seconds
-    each node took last time, where a fresh folder per invocation (dagster-dbt's default)
-    re-parsed the whole project each time, ~12 s. Beside the warehouse, the folder goes when it
-    goes: under the project's ``target/`` every test's or benchmark's warehouse left one behind
-    for good (1.3 GB of them on a developer's machine). Invocations on one warehouse never
-    overlap (the writers' pool), so neither do their uses of the folder."""
+    shared by both invocations and reused run after run: dbt then parses only what changed (a
+    new folder starts from the project's parse, see ``orchestration/dbt_cli.py``) and
+    ``finegrid-dbt`` finds the seconds each node took last time, where a fresh folder per
+    invocation (dagster-dbt's default) re-parsed the whole project each time, ~12 s. Beside
+    the warehouse, the folder goes when it goes: under the project's ``target/`` every test's
+    or benchmark's warehouse left one behind for good (1.3 GB of them on a developer's
+    machine). Invocations on one warehouse never overlap (the writers' pool), so neither do
+    their uses of the folder."""
     warehouse = warehouse.absolute()
     return warehouse.with_name(f"{warehouse.name}.dbt")
 

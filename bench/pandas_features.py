@@ -539,31 +539,26 @@ def payments(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     )
 
 
-def monthly_activity(
-    raw: dict[str, pd.DataFrame],
-    known: set[str],
-    bill: pd.DataFrame,
-    paid: pd.DataFrame,
-    attributes: pd.DataFrame,
-) -> pd.DataFrame:
-    """Per customer and month: payments by channel, work orders by kind, satisfaction, outages,
-    arrears and the bill."""
-    settings = project_vars()
-    keys = ["customer_id", "month_index"]
+KEYS_BY_MONTH = ["customer_id", "month_index"]
 
-    def per_month(frame: pd.DataFrame) -> pd.DataFrame:
-        # The known customers' rows with a month (a time that did not parse has none).
-        frame = frame[frame["customer_id"].isin(known) & frame["month_index"].notna()]
-        return frame.astype({"month_index": "int64"})
 
-    paid = per_month(paid)
+def known_months(frame: pd.DataFrame, known: set[str]) -> pd.DataFrame:
+    """The known customers' rows that have a month (a time that did not parse has none)."""
+    frame = frame[frame["customer_id"].isin(known) & frame["month_index"].notna()]
+    return frame.astype({"month_index": "int64"})
+
+
+def payment_months(paid: pd.DataFrame, known: set[str], channels: dict[str, str]) -> pd.DataFrame:
+    """Per customer and month paid: the payments that count, by channel and online (codes
+    03-05, the app, WeChat and Alipay, as stg_fin__payments), the yuan paid and prepaid, and
+    the reversals."""
+    paid = known_months(paid, known)
     counted = paid["counts"]
-    # Codes 03-05: the app, WeChat and Alipay (stg_fin__payments).
     counts = {
         "payments": counted,
         **{
             f"payments_{name}": counted & paid["pay_mode"].eq(mode)
-            for mode, name in settings["pay_channels"].items()
+            for mode, name in channels.items()
         },
         "payments_online": counted & paid["pay_mode"].isin(["03", "04", "05"]),
         "reversals": paid["is_reversal"],
@@ -571,17 +566,16 @@ def monthly_activity(
     by_month = paid.assign(
         **{name: flags.astype("int64") for name, flags in counts.items()},
         prepaid_yuan=paid["net_yuan"].where(paid["is_prepayment"]),
-    ).groupby(keys)
-    payment_months = (
-        by_month[list(counts)]
-        .sum()
-        .join(
-            by_month[["net_yuan", "prepaid_yuan"]]
-            .sum(min_count=1)
-            .rename(columns={"net_yuan": "paid_yuan"})
-        )
-    )
+    ).groupby(KEYS_BY_MONTH)
+    yuan = by_month[["net_yuan", "prepaid_yuan"]].sum(min_count=1)
+    return by_month[list(counts)].sum().join(yuan.rename(columns={"net_yuan": "paid_yuan"}))
 
+
+def order_months(
+    raw: dict[str, pd.DataFrame], known: set[str], kinds: dict[str, str]
+) -> pd.DataFrame:
+    """Per customer and month accepted: the work orders (each its latest version) by kind, and
+    their satisfaction."""
     orders = latest_per_key(raw["orders"], ["order_no", "version"])
     orders = orders.sort_values(["order_no", "version"], ascending=[True, False])
     orders = orders.drop_duplicates("order_no")
@@ -589,7 +583,6 @@ def monthly_activity(
     accepted = accepted.dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
     scores = raw["scores"].set_index("satisfaction")["satisfaction_score"]
     score = orders["satisfaction"].map(scores).astype("float64")
-    kinds = settings["work_order_kinds"]
     orders = pd.DataFrame(
         {
             "customer_id": normalise_cons_no(orders["cons_no"]),
@@ -601,11 +594,15 @@ def monthly_activity(
             "dissatisfied": (score <= 1).astype("int64"),
         }
     )
-    orders = per_month(orders).groupby(keys)
-    order_months = orders.sum().assign(
-        satisfaction_points=orders["satisfaction_points"].sum(min_count=1)
+    by_month = known_months(orders, known).groupby(KEYS_BY_MONTH)
+    return by_month.sum().assign(
+        satisfaction_points=by_month["satisfaction_points"].sum(min_count=1)
     )
 
+
+def outage_months(raw: dict[str, pd.DataFrame], attributes: pd.DataFrame) -> pd.DataFrame:
+    """Per customer and month: the outages of its transformer area that started while its
+    account was open, and their minutes."""
     outages = latest_per_key(raw["outages"], ["OUTAGE_ID"])
     started, ended = outages["START_TIME"], outages["END_TIME"]
     outages = pd.DataFrame(
@@ -619,16 +616,22 @@ def monthly_activity(
             ).where(ended >= started),
         }
     )
-    fed = attributes.loc[attributes["is_open"], ["customer_id", "month_index", "tg_id"]]
     outages = outages[outages["month_index"].notna()].astype({"month_index": "int64"})
-    outages = fed.merge(outages, on=["tg_id", "month_index"]).groupby(keys)
-    outage_months = pd.DataFrame(
+    fed = attributes.loc[attributes["is_open"], [*KEYS_BY_MONTH, "tg_id"]]
+    by_month = fed.merge(outages, on=["tg_id", "month_index"]).groupby(KEYS_BY_MONTH)
+    return pd.DataFrame(
         {
-            "outages": outages["outages"].sum(),
-            "outage_minutes": outages["outage_minutes"].sum(min_count=1),
+            "outages": by_month["outages"].sum(),
+            "outage_minutes": by_month["outage_minutes"].sum(min_count=1),
         }
     )
 
+
+def arrears_months(
+    raw: dict[str, pd.DataFrame], known: set[str], bill: pd.DataFrame
+) -> pd.DataFrame:
+    """Per customer and month-end snapshot: the yuan owed, the late fees, and the most days a
+    bill owed was overdue."""
     arrears = latest_per_key(raw["arrears"], ["CONS_NO", "BILL_YM", "SNAP_DATE"])
     snapshot = pd.to_datetime(arrears["SNAP_DATE"])
     arrears = pd.DataFrame(
@@ -646,18 +649,34 @@ def monthly_activity(
     ]
     arrears = arrears.merge(due, on=["customer_id", "bill_index"], how="left")
     arrears["max_days_overdue"] = (arrears["snapshot"] - arrears["due_date"]).dt.days
-    arrears = per_month(arrears).groupby(keys)
-    arrears_months = (
-        arrears[["arrears_yuan", "late_fee_yuan"]]
-        .sum(min_count=1)
-        .join(arrears["max_days_overdue"].max())
-    )
+    by_month = known_months(arrears, known).groupby(KEYS_BY_MONTH)
+    owed = by_month[["arrears_yuan", "late_fee_yuan"]].sum(min_count=1)
+    return owed.join(by_month["max_days_overdue"].max())
 
+
+def monthly_activity(
+    raw: dict[str, pd.DataFrame],
+    known: set[str],
+    bill: pd.DataFrame,
+    paid: pd.DataFrame,
+    attributes: pd.DataFrame,
+) -> pd.DataFrame:
+    """Per customer and month: payments by channel, work orders by kind, satisfaction, outages,
+    arrears and the bill."""
+    settings = project_vars()
     bill_months = bill.loc[
-        bill["customer_id"].isin(known), [*keys, "bill_yuan", "tariff_code", "is_tou_billed"]
-    ].set_index(keys)
+        bill["customer_id"].isin(known),
+        [*KEYS_BY_MONTH, "bill_yuan", "tariff_code", "is_tou_billed"],
+    ].set_index(KEYS_BY_MONTH)
     return pd.concat(
-        [payment_months, order_months, outage_months, arrears_months, bill_months], axis=1
+        [
+            payment_months(paid, known, settings["pay_channels"]),
+            order_months(raw, known, settings["work_order_kinds"]),
+            outage_months(raw, attributes),
+            arrears_months(raw, known, bill),
+            bill_months,
+        ],
+        axis=1,
     )
 
 
@@ -710,17 +729,16 @@ def activity_features(
     """The behaviour, demand and credit features per grid customer-month."""
     known = set(snaps["customer_id"])
     bill, paid = bills(raw), payments(raw)
-    monthly = grid[["customer_id", "month_index"]].join(
-        monthly_activity(
-            raw, known, bill, paid, attributes.assign(**grid[["customer_id", "month_index"]])
-        ),
-        on=["customer_id", "month_index"],
+    monthly = grid[KEYS_BY_MONTH].join(
+        monthly_activity(raw, known, bill, paid, attributes.join(grid[KEYS_BY_MONTH])),
+        on=KEYS_BY_MONTH,
     )
     monthly["has_arrears"] = (monthly["arrears_yuan"] > 0).astype("int64")
     monthly["billed"] = monthly["bill_yuan"].notna().astype("int64")
     monthly["tou_billed"] = monthly["is_tou_billed"].astype("float64")
-    channels = list(project_vars()["pay_channels"].values())
-    kinds = list(project_vars()["work_order_kinds"].values())
+    settings = project_vars()
+    channels = list(settings["pay_channels"].values())
+    kinds = list(settings["work_order_kinds"].values())
     summed = [
         "payments",
         *(f"payments_{c}" for c in channels),

@@ -256,7 +256,6 @@ def snapshots(archive: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "customer_id": normalise_cons_no(archive["CONS_NO"]),
-            "month": months,
             "month_index": month_index(months),
             "elec_type_code": archive["ELEC_TYPE_CODE"],
             "status_code": archive["STATUS_CODE"],
@@ -296,7 +295,9 @@ def day_context(
     return districts, weather, calendar.drop(columns="calendar_date")
 
 
-def usage_features(raw: dict[str, pd.DataFrame], snaps: pd.DataFrame) -> pd.DataFrame:
+def usage_features(
+    raw: dict[str, pd.DataFrame], snaps: pd.DataFrame, settings: dict
+) -> pd.DataFrame:
     """The usage features per customer and month, from its first month of energy to its last."""
     days = daily_energy(raw["readings"], raw["changes"])
     districts, weather, calendar = day_context(raw, snaps)
@@ -332,7 +333,6 @@ def usage_features(raw: dict[str, pd.DataFrame], snaps: pd.DataFrame) -> pd.Data
         },
     )
     # Degree-days against kWh, for the slopes: the warm days' cooling, the cool days' heating.
-    settings = project_vars()
     cooling_base, heating_base = settings["cooling_base_c"], settings["heating_base_c"]
     t = days["t_mean_c"].astype("float64")
     for name, degrees, on in (
@@ -371,7 +371,7 @@ def usage_features(raw: dict[str, pd.DataFrame], snaps: pd.DataFrame) -> pd.Data
     monthly = monthly.merge(monthly_load(raw["curves"]), on=["customer_id", "month"], how="left")
     # The kWh trend is a least-squares slope over the months with energy, from sums; months
     # count from the customer's first, so the sums of squares stay small and exact enough.
-    index = monthly["month"].dt.year * 12 + monthly["month"].dt.month
+    index = month_index(monthly["month"])
     x = (index - index.groupby(monthly["customer_id"]).transform("min")).astype("float64")
     x = x.where(monthly["kwh"].notna())
     monthly = monthly.assign(trend_x=x, trend_xx=x * x, trend_xy=x * monthly["kwh"])
@@ -453,7 +453,7 @@ def attribute_features(snaps: pd.DataFrame, grid: pd.DataFrame) -> pd.DataFrame:
     found = (
         pd.merge_asof(
             grid.reset_index().sort_values("month_index"),
-            snaps.drop(columns="month"),
+            snaps,
             on="month_index",
             by="customer_id",
         )
@@ -660,10 +660,10 @@ def monthly_activity(
     bill: pd.DataFrame,
     paid: pd.DataFrame,
     attributes: pd.DataFrame,
+    settings: dict,
 ) -> pd.DataFrame:
     """Per customer and month: payments by channel, work orders by kind, satisfaction, outages,
     arrears and the bill."""
-    settings = project_vars()
     bill_months = bill.loc[
         bill["customer_id"].isin(known),
         [*KEYS_BY_MONTH, "bill_yuan", "tariff_code", "is_tou_billed"],
@@ -724,19 +724,22 @@ def credit(
 
 
 def activity_features(
-    raw: dict[str, pd.DataFrame], snaps: pd.DataFrame, grid: pd.DataFrame, attributes: pd.DataFrame
+    raw: dict[str, pd.DataFrame],
+    snaps: pd.DataFrame,
+    grid: pd.DataFrame,
+    attributes: pd.DataFrame,
+    settings: dict,
 ) -> pd.DataFrame:
     """The behaviour, demand and credit features per grid customer-month."""
     known = set(snaps["customer_id"])
     bill, paid = bills(raw), payments(raw)
     monthly = grid[KEYS_BY_MONTH].join(
-        monthly_activity(raw, known, bill, paid, attributes.join(grid[KEYS_BY_MONTH])),
+        monthly_activity(raw, known, bill, paid, attributes.join(grid[KEYS_BY_MONTH]), settings),
         on=KEYS_BY_MONTH,
     )
     monthly["has_arrears"] = (monthly["arrears_yuan"] > 0).astype("int64")
     monthly["billed"] = monthly["bill_yuan"].notna().astype("int64")
     monthly["tou_billed"] = monthly["is_tou_billed"].astype("float64")
-    settings = project_vars()
     channels = list(settings["pay_channels"].values())
     kinds = list(settings["work_order_kinds"].values())
     summed = [
@@ -805,8 +808,9 @@ def activity_features(
 def customer_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """``customer_features`` per customer and month, from its first month of energy to its
     last: the attributes, usage, behaviour, demand and credit features."""
+    settings = project_vars()
     snaps = snapshots(raw["archive"])
-    usage = usage_features(raw, snaps)
+    usage = usage_features(raw, snaps, settings)
     months = pd.to_datetime(usage["as_of_month"]).dt.to_period("M")
     grid = pd.DataFrame(
         {
@@ -817,7 +821,7 @@ def customer_features(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
         }
     )
     attributes = attribute_features(snaps, grid)
-    activity = activity_features(raw, snaps, grid, attributes)
+    activity = activity_features(raw, snaps, grid, attributes, settings)
     return pd.concat([usage, attributes.drop(columns=["tg_id", "is_open"]), activity], axis=1)
 
 

@@ -100,6 +100,11 @@ def _row_hash(value: object, where: str) -> RowHash:
     )
 
 
+def warehouse_args(warehouse: Path) -> list[str]:
+    """finegrid-dbt's option naming the warehouse (absolute: dbt runs in its project dir)."""
+    return [WAREHOUSE_OPTION, str(warehouse.resolve())]
+
+
 def dbt_build_args(settings: Settings) -> list[str]:
     """`dbt build` against the configured warehouse, without the dbt unit tests.
 
@@ -112,8 +117,7 @@ def dbt_build_args(settings: Settings) -> list[str]:
         "build",
         "--exclude-resource-type",
         "unit_test",
-        WAREHOUSE_OPTION,
-        str(settings.warehouse_path.resolve()),
+        *warehouse_args(settings.warehouse_path),
     ]
 
 
@@ -139,8 +143,7 @@ def dbt_command(
         str(DBT_PROJECT_DIR),
         "--target-path",
         str(target_dir),
-        WAREHOUSE_OPTION,
-        str(warehouse.resolve()),
+        *warehouse_args(warehouse),
     ]
     return command + (["--vars", json.dumps(dict(extra_vars))] if extra_vars else [])
 

@@ -138,8 +138,7 @@ class Settings:
         checkpointing: a checkpoint of the 100,000-account warehouse cost about 0.75 s
         however little was written (0.2 s since vacuuming is off), and the connections of a
         month's run paid 8.5 s for them. The log is durable; the next connection reads it
-        back, and it is folded into the file when it passes DuckDB's threshold, after an
-        extract's ingestion that left it longer than that (``fold_a_long_log``) and by
+        back, and it is folded into the file when it passes DuckDB's threshold and by
         ``checkpoint`` (at the end of ``run_months``); dbt's connections leave it too
         (orchestration/dbt_cli.py).
         Copy the file with its ``.wal``, or after a checkpoint."""

@@ -681,39 +681,3 @@ def test_the_vault_keeps_each_accounts_latest_values(tmp_path):
     assert vault()["MOBILE"] == (None, "202503")
     assert vault()["ADDR"] == ("20250401 路", "202503")
     con.close()
-
-
-@pytest.mark.parametrize("long_log", [True, False])
-def test_an_extract_that_leaves_a_long_log_folds_it(tmp_path, monkeypatch, long_log):
-    """Every later connection reads the write-ahead log back (orchestration/settings.py), so
-    an extract that leaves it past the threshold checkpoints; a short log is left for later.
-    (The threshold is lowered here so that two small payment files pass it.)"""
-    from orchestration.ingest import loader
-    from orchestration.ingest.pii import attach_vault
-    from tests.landing import text_file
-
-    contract = CONTRACTS["fin__payment"]
-    header = [c.name for c in contract.columns]
-    landing = tmp_path / "landing"
-    for day, value in (("20251001", "x"), ("20251002", "y")):
-        body = text_file(contract, header, [[value] * len(header)] * 3)
-        put(landing, contract, day, body, marker(body, 3, "202509", day))
-    monkeypatch.setattr(loader, "LONG_LOG_BYTES", 1 if long_log else 2**30)
-    warehouse = tmp_path / "warehouse.duckdb"
-    wal = Path(f"{warehouse}.wal")
-    con = duckdb.connect(str(warehouse))
-    con.execute("PRAGMA disable_checkpoint_on_shutdown")
-    attach_vault(con, tmp_path / "vault.duckdb", PII_KEY)
-    outcome = loader.ingest_extract(con, landing, contract)
-    log_left = wal.exists() and wal.stat().st_size > 0
-    con.close()
-    assert [f.status for f in outcome.files] == ["loaded", "loaded"]
-    assert log_left is not long_log
-    with duckdb.connect(str(warehouse), read_only=True) as reopened:
-        assert reopened.execute("SELECT count(*) FROM ops.load_ledger").fetchone()[0] == 2
-
-
-def test_an_in_memory_warehouse_has_no_log_to_fold():
-    from orchestration.ingest.loader import fold_a_long_log
-
-    assert fold_a_long_log(duckdb.connect()) is False

@@ -173,8 +173,7 @@ def ingest_extract(
     # Each file commits on its own (durably, through the WAL). DuckDB's default 16 MB threshold
     # checkpointed after nearly every small file of wide curves: 50 s for the 25 files of
     # 10,000 accounts' curves, against 26 s with 256 MB (daily readings unchanged). A crash
-    # replays at most that much WAL on the next open. The extract's last file done, a log past
-    # the default threshold is folded (fold_a_long_log).
+    # replays at most that much WAL on the next open.
     con.execute("SET checkpoint_threshold = '256MB'")
     outcome = ExtractOutcome(contract.name)
     known = _ledger(con, contract)
@@ -209,32 +208,7 @@ def ingest_extract(
                     reason="no .ok marker yet: the file may still be being written",
                 )
                 outcome.files.append(FileOutcome(file.relative, "pending"))
-    fold_a_long_log(con)
     return outcome
-
-
-# DuckDB's own checkpoint threshold, which dbt's connections keep.
-LONG_LOG_BYTES = 16 * 2**20
-
-
-def fold_a_long_log(con: duckdb.DuckDBPyConnection) -> bool:
-    """Checkpoint the warehouse if its write-ahead log has passed DuckDB's default threshold;
-    say whether it did.
-
-    Every connection opened after this one reads the log back first: the month's other
-    extracts, the ledger, then dbt. One month of 10,000 accounts' load curves leaves 23 MB,
-    read back at ~0.3 s a connection, 2 s of the month's 6.3 s of ingestion (4.2 s with the
-    fold, the fold itself 0.3 s). Past that threshold the next dbt command would checkpoint
-    it anyway, so folding it here adds no work; a file loaded large enough goes to the
-    database file itself and leaves the log short (the 100,000 accounts' months)."""
-    path = con.execute(
-        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchone()[0]
-    log = Path(f"{path}.wal")
-    if not path or not log.exists() or log.stat().st_size <= LONG_LOG_BYTES:
-        return False
-    con.execute("CHECKPOINT")
-    return True
 
 
 def _read_ahead(files: list[lz.LandingFile], contract: Contract) -> Iterator[Callable[[], Parsed]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from pandas.api.typing import DataFrameGroupBy, SeriesGroupBy
 
 SEASONS = ("summer", "winter", "shoulder")
 CURVE_POINTS = [f"P{i}" for i in range(1, 97)]  # a load curve's 96 quarter-hours, kW
@@ -248,6 +249,20 @@ def month_index(months: pd.Series) -> pd.Series:
     return months.dt.year * 12 + months.dt.month
 
 
+def ratio(a: pd.Series, b: pd.Series) -> pd.Series:
+    """``a / b``, none where ``b`` is 0 (as the platform's safe_ratio)."""
+    return a / b.replace(0, np.nan)
+
+
+def trailing(
+    by_customer: DataFrameGroupBy | SeriesGroupBy, months: int, how: str
+) -> pd.DataFrame | pd.Series:
+    """Each row's ``how`` (sum, max, count) over its customer's last ``months`` rows, itself
+    included; ``by_customer`` is a frame or series grouped by customer, one row per month."""
+    rolled = getattr(by_customer.rolling(months, min_periods=1), how)()
+    return rolled.reset_index(level=0, drop=True)
+
+
 def snapshots(archive: pd.DataFrame) -> pd.DataFrame:
     """One row per customer and archive month, the latest extract of each, typed."""
     archive = latest_per_key(archive, ["CONS_NO", "_period"])
@@ -377,23 +392,11 @@ def usage_features(
     monthly = monthly.assign(trend_x=x, trend_xx=x * x, trend_xy=x * monthly["kwh"])
     summed = [c for c in monthly.columns if c not in ("customer_id", "month", "peak_kw")]
     by_customer = monthly.groupby("customer_id")
-    s = by_customer[summed].rolling(12, min_periods=1).sum().reset_index(level=0, drop=True)
-    s6 = (
-        by_customer[["rate_kwh", "rate_valley"]]
-        .rolling(6, min_periods=1)
-        .sum()
-        .reset_index(level=0, drop=True)
-    )
-    peak_kw = (
-        by_customer["peak_kw"].rolling(12, min_periods=1).max().reset_index(level=0, drop=True)
-    )
-    months_with_energy = (
-        by_customer["kwh"].rolling(12, min_periods=1).count().reset_index(level=0, drop=True)
-    )
+    s = trailing(by_customer[summed], 12, "sum")
+    s6 = trailing(by_customer[["rate_kwh", "rate_valley"]], 6, "sum")
+    peak_kw = trailing(by_customer["peak_kw"], 12, "max")
+    months_with_energy = trailing(by_customer["kwh"], 12, "count")
     s_kwh = s["kwh"].where(months_with_energy > 0)
-
-    def ratio(a: pd.Series, b: pd.Series) -> pd.Series:
-        return a / b.replace(0, np.nan)
 
     n, k, kk = s["clean_days"], s["clean_kwh"], s["clean_kwh_sq"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -761,17 +764,10 @@ def activity_features(
         "has_arrears",
     ]
     by_customer = monthly.groupby("customer_id", sort=False)
-    s = by_customer[summed].rolling(12, min_periods=1).sum().reset_index(level=0, drop=True)
-    complaints_3m = (
-        by_customer["complaints"].rolling(3, min_periods=1).sum().reset_index(level=0, drop=True)
-    )
-    tou_billed = (
-        by_customer["tou_billed"].rolling(12, min_periods=1).max().reset_index(level=0, drop=True)
-    )
+    s = trailing(by_customer[summed], 12, "sum")
+    complaints_3m = trailing(by_customer["complaints"], 3, "sum")
+    tou_billed = trailing(by_customer["tou_billed"], 12, "max")
     tariff = by_customer["tariff_code"].ffill(limit=11)
-
-    def ratio(a: pd.Series, b: pd.Series) -> pd.Series:
-        return a / b.replace(0, np.nan)
 
     def total(column: str) -> pd.Series:
         return s[column].fillna(0).astype("int64")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from data_contracts import load_contracts  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
+from orchestration.lifetime import short_lived  # noqa: E402
 from orchestration.partitions import MONTHS, landing_months  # noqa: E402
 from orchestration.runner import (  # noqa: E402
     BUILD_GROUPS,
@@ -110,6 +111,7 @@ def main(stage: str, parts_file: Path | None = None) -> int:
     settings = defs.resources["finegrid"].settings()
     months = landing_months(settings.landing_dir, load_contracts().values())
     with dg.DagsterInstance.get() as instance:
+        short_lived()  # as `python -m orchestration run`
         known = set(instance.get_dynamic_partitions(MONTHS.name))
         instance.add_dynamic_partitions(MONTHS.name, [m for m in months if m not in known])
         if stage in ("increment", "run"):

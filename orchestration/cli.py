@@ -16,12 +16,16 @@ from orchestration.settings import Settings
 
 def run(model_months: int | None) -> bool:
     """The pipeline in this process; True when every run and check succeeded."""
+    from orchestration.definitions import build_definitions
+    from orchestration.lifetime import short_lived
     from orchestration.runner import run_pipeline
 
     # With DAGSTER_HOME set (the Makefile sets it) runs land in the history `make ui` shows.
     has_home = bool(os.environ.get("DAGSTER_HOME"))
     instance = dg.DagsterInstance.get() if has_home else dg.DagsterInstance.ephemeral()
-    outcome = run_pipeline(instance=instance, model_months=model_months)
+    defs = build_definitions()
+    short_lived()  # the command ends with its runs
+    outcome = run_pipeline(defs, instance, model_months=model_months)
     for check in outcome.failed_checks:
         print(
             f"check failed: {check.asset_key.to_user_string()} {check.check_name}", file=sys.stderr

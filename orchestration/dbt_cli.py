@@ -368,6 +368,9 @@ def install_parse_check() -> None:
 def main() -> None:
     from dbt.cli.main import cli
 
+    from orchestration.lifetime import short_lived
+
+    short_lived()  # dbt's modules live as long as the command
     args, warehouse = take_warehouse(sys.argv[1:])
     if warehouse is not None:
         os.environ["WAREHOUSE_PATH"] = str(warehouse)  # read by profiles.yml

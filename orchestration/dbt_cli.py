@@ -1,5 +1,6 @@
-"""dbt's command line with two changes: which ready model or test a free thread takes next,
-and a DuckDB connection closed without a checkpoint (below).
+"""dbt's command line with changes: which ready model or test a free thread takes next, a
+DuckDB connection closed without a checkpoint, a new warehouse started from the project's
+parse, and fewer walks of the garbage collector (below).
 
 dbt scores each node by its level in the graph (its depth from the sources), and hands every
 node to its thread pool as soon as it is ready, first come, first served. A build then starts
@@ -42,6 +43,9 @@ holds (the models compile to the database's name, a key of its own, which stays 
 and a target folder with no parse of its own starts from the project's (``DEFAULT_TARGET``,
 made by `python -m orchestration parse`, which checks the same way). dbt still checks the rest
 (its version, the vars, every file's hash) and parses whole when they differ.
+
+A fourth: Python's collector no longer walks dbt's modules and the command's objects again
+and again, nor at exit (``orchestration/lifetime.py``): 0.9-1.0 s less per command at exit.
 
 `finegrid-dbt` (installed with the project) is dbt with these changes; the platform runs it
 wherever it runs dbt. Everything else is dbt's own: the arguments, the output, the exit code.

@@ -76,6 +76,28 @@ def _count(name: str, value: str, least: int = 0) -> int:
     return int(value)
 
 
+# DuckDB's display of a memory size (``current_setting('memory_limit')``): "4.0 GiB".
+_SHOWN_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+
+
+def memory_bytes(name: str, value: str) -> int:
+    """The bytes of a DuckDB memory limit (``-1``: DuckDB's default, 80 % of memory), as DuckDB
+    itself reads it, so that its units and forms are DuckDB's (``4GiB``, ``500MB``, ``.5 GB``),
+    to within a tenth of the unit DuckDB shows it in (2e9 bytes: 1.8 GiB). A value DuckDB does
+    not take is a ConfigError naming ``name``, raised before a run rather than at its first
+    connection."""
+    try:
+        with duckdb.connect(config={"memory_limit": value}) as con:
+            (shown,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    except duckdb.Error as error:
+        message = str(error).splitlines()[0]
+        raise ConfigError(
+            f"{name} must be a memory size DuckDB takes, e.g. 4GiB, not {value!r} ({message})"
+        ) from None
+    number, unit = shown.split()
+    return round(float(number) * _SHOWN_UNITS[unit])
+
+
 @dataclass(frozen=True)
 class Settings:
     landing_dir: Path
@@ -97,6 +119,7 @@ class Settings:
         def get(name: str) -> str:
             return env.get(name) or DEFAULTS[name]
 
+        memory_bytes("DUCKDB_MEMORY_LIMIT", get("DUCKDB_MEMORY_LIMIT"))
         return cls(
             landing_dir=Path(get("LANDING_DIR")),
             warehouse_path=Path(get("WAREHOUSE_PATH")),
@@ -122,6 +145,14 @@ class Settings:
             "max_vacuum_tasks": self.max_vacuum_tasks,
             "disabled_optimizers": DISABLED_OPTIMIZERS,
         }
+
+    def duckdb_config_within(self, most: str) -> dict[str, str | int]:
+        """``duckdb_config`` for a connection that needs no more than ``most`` memory (a DuckDB
+        size): its limit is the smaller of that and DUCKDB_MEMORY_LIMIT."""
+        config = self.duckdb_config
+        if memory_bytes("DUCKDB_MEMORY_LIMIT", self.memory_limit) > memory_bytes("most", most):
+            config["memory_limit"] = most
+        return config
 
     def require_pii_key(self) -> str:
         if not self.pii_key:

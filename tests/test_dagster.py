@@ -20,7 +20,7 @@ from orchestration.definitions import build_definitions
 from orchestration.partitions import MONTHS, landing_months
 from orchestration.resources import FinegridResource
 from orchestration.runner import RANGE_END, RANGE_START, check_evaluations
-from orchestration.settings import ConfigError, Settings
+from orchestration.settings import ConfigError, Settings, memory_bytes
 from tests.conftest import PII_KEY
 
 
@@ -180,6 +180,29 @@ def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
         assert con.execute("select current_setting('max_vacuum_tasks')").fetchone()[0] == 25
     with pytest.raises(ConfigError, match="DUCKDB_MAX_VACUUM_TASKS must be a whole number"):
         Settings.from_env(env | {"DUCKDB_MAX_VACUUM_TASKS": "-1"})
+
+
+def test_a_memory_limit_is_read_as_duckdb_reads_it_and_a_wrong_one_named_before_a_run():
+    assert memory_bytes("X", "4GiB") == 4 * 2**30
+    assert memory_bytes("X", "1024MiB") == 2**30
+    # To the tenth of the unit DuckDB shows: 1.8 GiB, 476.8 MiB.
+    assert memory_bytes("X", " 2 gigabytes") == pytest.approx(2e9, abs=0.1 * 2**30)
+    assert memory_bytes("X", ".5GB") == pytest.approx(5e8, abs=0.1 * 2**20)
+    assert memory_bytes("X", "-1") > memory_bytes("X", "1GiB")  # DuckDB's default: 80 %
+    for wrong in ("abc", "50%", "4000000000", "4,5GB"):
+        with pytest.raises(ConfigError, match=f"DUCKDB_MEMORY_LIMIT must be .* not '{wrong}'"):
+            Settings.from_env({"DUCKDB_MEMORY_LIMIT": wrong})
+
+
+def test_a_connection_that_needs_little_memory_takes_the_smaller_limit():
+    def within(limit: str | None) -> str:
+        env = {"DUCKDB_MEMORY_LIMIT": limit} if limit else {}
+        return Settings.from_env(env).duckdb_config_within("1GiB")["memory_limit"]
+
+    assert within("4GiB") == "1GiB"
+    assert within(None) == "1GiB"  # DuckDB's default, 80 % of memory
+    assert within("512MiB") == "512MiB"
+    assert Settings.from_env({}).duckdb_config_within("1GiB")["max_vacuum_tasks"] == 0
 
 
 def test_a_writer_leaves_its_rows_in_the_log_and_a_checkpoint_folds_them_in(tmp_path):

@@ -642,6 +642,30 @@ def test_each_customer_gets_their_segments_plan_and_area_promise():
         customer_plans(customers.with_columns(pl.lit("unknown").alias("segment_code")), plans)
 
 
+def test_the_snapshot_asset_copies_within_its_own_memory_limit(tmp_path, monkeypatch):
+    """The copy streams: it takes SNAPSHOT_MEMORY, not the platform's whole limit, whose
+    buffers it held (4.9 GiB at 100,000 accounts, the peak of a whole run)."""
+    from orchestration.assets import publishing
+    from orchestration.publish.snapshot import SNAPSHOT_MEMORY, write_snapshot
+    from orchestration.resources import FinegridResource
+
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE SCHEMA marts; CREATE TABLE marts.t AS SELECT 1 AS x")
+    limits = []
+
+    def recording(*args, **kwargs):
+        limits.append(args[2]["memory_limit"])
+        return write_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(publishing, "write_snapshot", recording)
+    monkeypatch.setenv("DUCKDB_MEMORY_LIMIT", "4GiB")
+    snapshot = publishing.build_analytics_snapshot()
+    resource = FinegridResource(warehouse_path=str(warehouse), publish_dir=str(tmp_path / "p"))
+    result = snapshot(finegrid=resource)
+    assert limits == [SNAPSHOT_MEMORY] and result.metadata["tables"] == 1
+
+
 def test_a_snapshot_clears_the_copies_a_killed_run_left(tmp_path):
     from orchestration.publish.snapshot import SNAPSHOT_NAME, write_snapshot
 

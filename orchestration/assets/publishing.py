@@ -40,7 +40,12 @@ from orchestration.publish.rules import (
     tag_fields,
 )
 from orchestration.publish.service import customer_plans, plan_frame
-from orchestration.publish.snapshot import SHARED_SCHEMAS, RowHash, write_snapshot
+from orchestration.publish.snapshot import (
+    SHARED_SCHEMAS,
+    SNAPSHOT_MEMORY,
+    RowHash,
+    write_snapshot,
+)
 from orchestration.publish.tags import (
     TAG_COLUMNS,
     catalogue_frame,
@@ -537,7 +542,7 @@ def build_analytics_snapshot(
         result = write_snapshot(
             settings.warehouse_path,
             settings.publish_dir,
-            settings.duckdb_config,
+            settings.duckdb_config_within(SNAPSHOT_MEMORY),
             declared=declared,
         )
         return dg.MaterializeResult(

@@ -54,6 +54,13 @@ MONTH_FILES = "months"  # folder in COPIES of the big tables' month files
 # 100,000 accounts. A smaller table costs less to copy than a view over files costs readers.
 FILE_ROWS = 1_000_000
 
+# The most memory a snapshot's DuckDB takes (less where DUCKDB_MEMORY_LIMIT is lower). It
+# copies, hashes and writes rows as they stream, and needs little; given the platform's 4 GiB
+# it held all of it, and the Parquet writers' buffers, outside DuckDB's limit, took the first
+# snapshot of 100,000 accounts to 4.9 GiB, the peak of a whole run (6,042 MiB at 003ebaa, over
+# 6 GiB once). At 1 GiB it peaked at 1.7 GiB in the same time.
+SNAPSHOT_MEMORY = "1GiB"
+
 WHOLE_ROW = "row"  # the basis of a fingerprint that hashes whole rows
 
 Relation = tuple[str, str]  # (schema, name)
@@ -187,11 +194,11 @@ def write_snapshot(
     declared: Mapping[str, RowHash] | None = None,
 ) -> SnapshotResult:
     """Bring the copy ``publish_dir/analytics.duckdb`` does not point at up to date with the
-    shared schemas of ``warehouse``, then point the name at it. ``config`` is the platform's
-    DuckDB config (its memory limit: without it a whole copy of 100,000 accounts' marts peaked
-    at 14.5 GiB). Tables of ``file_rows`` rows or more with a date column are kept as month
-    files. ``declared`` maps a table (``schema.table``) to what its row hashes take instead of
-    the whole row."""
+    shared schemas of ``warehouse``, then point the name at it. ``config`` is its connection's
+    DuckDB config: the asset gives the platform's, its memory limit at most ``SNAPSHOT_MEMORY``
+    (without a limit a whole copy of 100,000 accounts' marts peaked at 14.5 GiB). Tables of
+    ``file_rows`` rows or more with a date column are kept as month files. ``declared`` maps a
+    table (``schema.table``) to what its row hashes take instead of the whole row."""
     final = publish_dir / SNAPSHOT_NAME
     folder = publish_dir / COPIES
     folder.mkdir(parents=True, exist_ok=True)

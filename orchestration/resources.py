@@ -36,12 +36,9 @@ class FinegridResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        settings = self.settings()
-        con = settings.connect(read_only=read_only)
+        con = self.settings().connect(read_only=read_only)
         try:
             yield con
-            if not read_only:
-                settings.fold_wal(con)
         finally:
             if not read_only:
                 # A database attached beside the warehouse (the vault, small) is folded into

@@ -30,10 +30,6 @@ DEFAULTS = {
 
 # Not a setting: how the platform's SQL is written to run (see dbt_project/profiles.yml).
 DISABLED_OPTIMIZERS = "common_subplan"
-# A writer leaving more write-ahead log than this folds it into the file as it closes
-# (``Settings.fold_wal``). DuckDB's own checkpoint threshold, which ingestion raises while it
-# commits file by file (orchestration/ingest/loader.py).
-WAL_FOLD_BYTES = 16 * 2**20
 
 
 def instance_env(root: Path, pii_key: str) -> dict[str, str]:
@@ -177,9 +173,9 @@ class Settings:
         checkpointing: a checkpoint of the 100,000-account warehouse cost about 0.75 s
         however little was written (0.2 s since vacuuming is off), and the connections of a
         month's run paid 8.5 s for them. The log is durable; the next connection reads it
-        back, and it is folded into the file when it passes DuckDB's threshold, when an
-        asset's writer closes with more than that (``fold_wal``) and by ``checkpoint`` (at
-        the end of ``run_months``); dbt's connections leave it too (orchestration/dbt_cli.py).
+        back, and it is folded into the file when it passes DuckDB's threshold and by
+        ``checkpoint`` (at the end of ``run_months``); dbt's connections leave it too
+        (orchestration/dbt_cli.py).
         Copy the file with its ``.wal``, or after a checkpoint."""
         if not read_only:
             self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,20 +185,6 @@ class Settings:
         if not read_only:
             con.execute("PRAGMA disable_checkpoint_on_shutdown")
         return con
-
-    def fold_wal(self, con: duckdb.DuckDBPyConnection) -> bool:
-        """Checkpoint ``con``, a writer about to close, if the warehouse's write-ahead log is
-        past ``WAL_FOLD_BYTES``; whether it did.
-
-        Every connection reads the whole log back as it opens. In a 10,000-account month's
-        increment the 23 MB the daily readings' ingestion left cost each of the next ten
-        connections 0.23-0.39 s, where a checkpoint cost 0.26 s once. A small log stays, as
-        ``connect`` says why."""
-        wal = Path(f"{self.warehouse_path}.wal")
-        if not wal.exists() or wal.stat().st_size <= WAL_FOLD_BYTES:
-            return False
-        con.execute("CHECKPOINT")
-        return True
 
     def checkpoint(self) -> None:
         """Fold the warehouse's write-ahead log into its file (if there is a warehouse)."""

@@ -235,40 +235,6 @@ def test_a_writer_leaves_its_rows_in_the_log_and_a_checkpoint_folds_them_in(tmp_
     assert not (tmp_path / "none.duckdb").exists()  # no warehouse: none made
 
 
-def test_a_writer_folds_a_log_past_the_threshold_into_the_file_as_it_closes(tmp_path, monkeypatch):
-    """Each connection reads the whole log back as it opens, so a writer that leaves more than
-    ``WAL_FOLD_BYTES`` of it (DuckDB's own threshold, which ingestion raises while it commits
-    file by file) checkpoints as it closes; a smaller log stays, and so does the log of a
-    writer that fails, whose error is what the step reports."""
-    import duckdb
-
-    import orchestration.settings as settings_module
-
-    warehouse = tmp_path / "w.duckdb"
-    resource = FinegridResource(warehouse_path=str(warehouse))
-    wal = Path(f"{warehouse}.wal")
-    with resource.connect() as con:
-        con.execute("CREATE TABLE t AS SELECT range AS x FROM range(1000)")
-    left = wal.stat().st_size
-    assert 0 < left < settings_module.WAL_FOLD_BYTES  # small: left in the log
-
-    monkeypatch.setattr(settings_module, "WAL_FOLD_BYTES", left)
-    with pytest.raises(ValueError, match="the step failed"), resource.connect() as con:
-        con.execute("INSERT INTO t SELECT range FROM range(1000, 2000)")
-        raise ValueError("the step failed")
-    assert wal.stat().st_size > left  # past it, but the writer failed: left
-
-    with resource.connect() as con:
-        con.execute("INSERT INTO t SELECT range FROM range(2000, 3000)")
-    assert not wal.exists() or wal.stat().st_size == 0  # folded in
-    copy = tmp_path / "copy.duckdb"
-    shutil.copy(warehouse, copy)  # the file alone holds every row
-    with duckdb.connect(str(copy), read_only=True) as con:
-        assert con.execute("SELECT count(*), max(x) FROM t").fetchone() == (3000, 2999)
-    with resource.connect(read_only=True) as con:  # a reader never checkpoints
-        assert con.execute("SELECT count(*) FROM t").fetchone() == (3000,)
-
-
 @pytest.mark.parametrize("value", ["0", "two", "-2", "1.5"])
 def test_a_wrong_dbt_thread_count_fails_before_dbt_runs(value):
     with pytest.raises(

@@ -173,7 +173,11 @@ def ingest_extract(
     # Each file commits on its own (durably, through the WAL). DuckDB's default 16 MB threshold
     # checkpointed after nearly every small file of wide curves: 50 s for the 25 files of
     # 10,000 accounts' curves, against 26 s with 256 MB (daily readings unchanged). A crash
-    # replays at most that much WAL on the next open.
+    # replays at most that much WAL on the next open. The log left past 16 MB is not folded as
+    # the step closes, though each later connection reads it back (~0.3 s at 10,000 accounts):
+    # three folds (607b8f2, 4e083e4, 2fdfa13) saved 2-6 s of a 10k increment, but with one the
+    # 100k first run's features stage peaked higher, 4,867-5,960 MiB in eight runs against
+    # 4,949-5,581 MiB in seven without, too near the 6 GiB target (docs/performance.md).
     con.execute("SET checkpoint_threshold = '256MB'")
     outcome = ExtractOutcome(contract.name)
     known = _ledger(con, contract)

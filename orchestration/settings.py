@@ -30,6 +30,9 @@ DEFAULTS = {
 
 # Not a setting: how the platform's SQL is written to run (see dbt_project/profiles.yml).
 DISABLED_OPTIMIZERS = "common_subplan"
+# DuckDB's allocator hands freed memory back to the system from a thread of its own, instead of
+# only when a task ends past a threshold (dbt_project/profiles.yml has the measurements).
+ALLOCATOR_BACKGROUND_THREADS = True
 
 
 def instance_env(root: Path, pii_key: str) -> dict[str, str]:
@@ -148,6 +151,7 @@ class Settings:
             "memory_limit": self.memory_limit,
             "max_vacuum_tasks": self.max_vacuum_tasks,
             "disabled_optimizers": DISABLED_OPTIMIZERS,
+            "allocator_background_threads": ALLOCATOR_BACKGROUND_THREADS,
         }
 
     def duckdb_config_within(self, most: str) -> dict[str, str | int]:

@@ -167,15 +167,18 @@ def test_every_platform_connection_opens_with_the_duckdb_settings(tmp_path):
     # Compaction off unless asked for: it rewrote the raw tables at every checkpoint.
     env = {"WAREHOUSE_PATH": str(tmp_path / "w.duckdb"), "DUCKDB_MEMORY_LIMIT": "1GiB"}
     with Settings.from_env(env).connect() as con:
-        limit, vacuum, optimizers_off = con.execute(
+        limit, vacuum, optimizers_off, purging = con.execute(
             "select current_setting('memory_limit'), current_setting('max_vacuum_tasks'), "
-            "current_setting('disabled_optimizers')"
+            "current_setting('disabled_optimizers'), "
+            "current_setting('allocator_background_threads')"
         ).fetchone()
     assert (limit, vacuum) == ("1.0 GiB", 0)
-    # The optimizer that materialised a big view read twice is off in dbt's connections too.
+    # The optimizer that materialised a big view read twice is off in dbt's connections too,
+    # and their allocator hands memory back from its own thread as the platform's does.
     profile = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text("utf-8"))
     dbt_settings = profile["finegrid"]["outputs"]["local"]["settings"]
     assert optimizers_off == dbt_settings["disabled_optimizers"] == "common_subplan"
+    assert purging is True and dbt_settings["allocator_background_threads"] is True
     with Settings.from_env(env | {"DUCKDB_MAX_VACUUM_TASKS": "25"}).connect() as con:
         assert con.execute("select current_setting('max_vacuum_tasks')").fetchone()[0] == 25
     with pytest.raises(ConfigError, match="DUCKDB_MAX_VACUUM_TASKS must be a whole number"):

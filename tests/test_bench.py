@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from bench import disk
-from bench.bench_pipeline import PY, measure_floor, table, timed_exit
+from bench.bench_pipeline import PY, add_floor_multiples, measure_floor, table, timed_exit
 from bench.floor import FLOOR_TABLE
 
 # A statement DuckDB cannot spill: a list aggregate's state stays in memory. It runs out at
@@ -74,14 +74,9 @@ def test_a_floor_failing_otherwise_is_not_run_again(tmp_path: Path) -> None:
     assert "Catalog Error" in (tmp_path / "bench.log").read_text()
 
 
-def test_the_table_says_at_what_limit_the_floor_ran() -> None:
-    increment = {
-        "seconds": 10.0,
-        "share_of_full_run": 0.1,
-        "parts": {},
-        "ml_and_publish_share": 0.05,
-    }
-    result = {
+def bench_result(floor: dict, one_run: dict) -> dict:
+    """One size's result as `bench_size` returns it, with ``floor`` and ``one_run`` given."""
+    return {
         "accounts": 1_000_000,
         "months": 4,
         "stages": [
@@ -96,20 +91,54 @@ def test_the_table_says_at_what_limit_the_floor_ran() -> None:
         ],
         "end_to_end_seconds": 400.0,
         "peak_rss_mib": 1.0,
-        "floor": {
-            "ok": True,
-            "seconds": 800.0,
-            "memory_limit": "12GiB",
-            "out_of_memory": {"memory_limit": "4GiB", "seconds": 242.0},
-            "disagreements": {"only_in_first": 0, "only_in_second": 0, "columns": {}},
-            "features_vs_floor": 0.5,
+        "floor": floor,
+        "increment": {
+            "seconds": 10.0,
+            "share_of_full_run": 0.1,
+            "parts": {},
+            "ml_and_publish_share": 0.05,
         },
-        "increment": increment,
-        "one_run": {"ok": False, "seconds": 1.0},
+        "one_run": one_run,
         "pandas": {"skipped": "too many"},
     }
 
+
+AGREED = {"only_in_first": 0, "only_in_second": 0, "columns": {}}
+
+
+def test_the_table_says_at_what_limit_the_floor_ran() -> None:
+    floor = {
+        "ok": True,
+        "seconds": 800.0,
+        "memory_limit": "12GiB",
+        "out_of_memory": {"memory_limit": "4GiB", "seconds": 242.0},
+        "disagreements": AGREED,
+        "features_vs_floor": 0.5,
+    }
+    result = bench_result(floor, {"ok": False, "seconds": 1.0})
+
     assert "at 12GiB, after running out of memory at 4GiB in 242.0 s" in table([result])
+
+
+def test_both_runs_are_given_as_multiples_of_the_floor_where_it_completed() -> None:
+    floor = {"ok": True, "seconds": 200.0, "disagreements": AGREED, "features_vs_floor": 1.1}
+    one = {"ok": True, "seconds": 500.0, "peak_rss_mib": 1.0, "disagreements": AGREED}
+    one["parts"] = {"ingest": 100.0}
+    add_floor_multiples(floor, 520.0, one)
+
+    assert (floor["end_to_end_vs_floor"], one["vs_floor"]) == (2.6, 2.5)
+    text = table([bench_result(floor, one)])
+    assert "features/floor 1.10× (agrees), end to end 2.60× the floor;" in text
+    assert "one process) 500.0 s (2.50× the floor), peak RSS" in text
+
+    failed = {"ok": False, "seconds": 3.0, "disagreements": AGREED}
+    one = {"ok": True, "seconds": 500.0, "peak_rss_mib": 1.0, "disagreements": AGREED}
+    one["parts"] = {"ingest": 100.0}
+    add_floor_multiples(failed, 520.0, one)  # a failed floor's seconds measure nothing
+
+    assert "end_to_end_vs_floor" not in failed and "vs_floor" not in one
+    text = table([bench_result(failed, one)])
+    assert "FAILED (see bench.log)" in text and "one process) 500.0 s, peak RSS" in text
 
 
 def fake_free(monkeypatch, free: int) -> None:

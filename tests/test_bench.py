@@ -120,10 +120,20 @@ def test_the_table_says_at_what_limit_the_floor_ran() -> None:
     assert "at 12GiB, after running out of memory at 4GiB in 242.0 s" in table([result])
 
 
+def completed_one_run() -> dict:
+    """A one run that completed in 500 s, agreeing with the staged run."""
+    return {
+        "ok": True,
+        "seconds": 500.0,
+        "peak_rss_mib": 1.0,
+        "disagreements": AGREED,
+        "parts": {"ingest": 100.0},
+    }
+
+
 def test_both_runs_are_given_as_multiples_of_the_floor_where_it_completed() -> None:
     floor = {"ok": True, "seconds": 200.0, "disagreements": AGREED, "features_vs_floor": 1.1}
-    one = {"ok": True, "seconds": 500.0, "peak_rss_mib": 1.0, "disagreements": AGREED}
-    one["parts"] = {"ingest": 100.0}
+    one = completed_one_run()
     add_floor_multiples(floor, 520.0, one)
 
     assert (floor["end_to_end_vs_floor"], one["vs_floor"]) == (2.6, 2.5)
@@ -132,8 +142,7 @@ def test_both_runs_are_given_as_multiples_of_the_floor_where_it_completed() -> N
     assert "one process) 500.0 s (2.50× the floor), peak RSS" in text
 
     failed = {"ok": False, "seconds": 3.0, "disagreements": AGREED}
-    one = {"ok": True, "seconds": 500.0, "peak_rss_mib": 1.0, "disagreements": AGREED}
-    one["parts"] = {"ingest": 100.0}
+    one = completed_one_run()
     add_floor_multiples(failed, 520.0, one)  # a failed floor's seconds measure nothing
 
     assert "end_to_end_vs_floor" not in failed and "vs_floor" not in one
